@@ -1,0 +1,85 @@
+# cda_lite: build the book, run the tests, open the chapters in JupyterLab.
+#
+#   make book              execute every chapter and build the HTML book (book/_build/html/)
+#   make book PROFILE=full the same with the longer "full" profile
+#   make test              unit tests + every chapter as a notebook test (profile fast)
+#   make lab               JupyterLab, with the .md chapters opening as notebooks
+#   make clean             remove build outputs (make distclean also removes .venv)
+#
+# Needs only python3 (3.11) and pip; everything else goes into .venv.
+
+SHELL   := /bin/bash
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.stamp
+PROFILE ?= fast
+# CPU wheel of torch, installed before anything else so no CUDA build is ever pulled in.
+TORCH   := torch==2.13.0
+EXTRAS  := book,test,lab,sd
+NBTEST  := build/nbtest
+# pytest-xdist workers; nbval needs every cell of a notebook on one worker (--dist loadscope).
+JOBS    ?= 2
+# Extra arguments for pytest (e.g. make test PYTEST_ARGS="-k gmm -x").
+PYTEST_ARGS ?=
+LAB_ARGS ?=
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+# Kernels, kernelspecs and JupyterLab settings come from .venv before ~/.local.
+export JUPYTER_PREFER_ENV_PATH := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+CHAPTERS := $(wildcard book/*.md)
+
+.PHONY: venv book test lab clean distclean help
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[$(EXTRAS)]" "$(TORCH)"
+	@# JupyterLab: open markdown (MyST) files with the Jupytext Notebook viewer by default.
+	@mkdir -p $(dir $(LAB_SETTINGS))
+	@printf '%s\n' \
+	  '{' \
+	  '  "@jupyterlab/docmanager-extension:plugin": {' \
+	  '    "defaultViewers": {' \
+	  '      "markdown": "Jupytext Notebook",' \
+	  '      "myst": "Jupytext Notebook"' \
+	  '    }' \
+	  '  }' \
+	  '}' > $(LAB_SETTINGS)
+	touch $(STAMP)
+
+book: $(STAMP)
+	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build book -W --keep-going
+	@echo "Open book/_build/html/index.html"
+
+# Chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
+# pytest runs them with nbval next to the unit tests, in one command.
+test: $(STAMP)
+	@rm -rf $(NBTEST) && mkdir -p $(NBTEST)
+	@for f in $(CHAPTERS); do \
+	  if grep -q '^jupytext:' "$$f"; then \
+	    $(BIN)/jupytext --quiet --to ipynb --output "$(NBTEST)/$$(basename "$${f%.md}").ipynb" "$$f" || exit 1; \
+	  fi; \
+	done
+	@rc=0; CDA_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
+	  --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests $(NBTEST) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi; \
+	exit $$rc
+
+lab: $(STAMP)
+	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+clean:
+	rm -rf book/_build build .pytest_cache
+	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,139 @@
+"""Reverse-time samplers over any ε-model: DDPM ancestral, DDIM with η, the probability-flow ODE.
+
+One step rule serves them all (DDIM, Song et al. 2021, eq. 12): from x_t,
+
+    x̂₀ = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t
+    σ_t = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_s)
+    x_s = √ᾱ_s x̂₀ + √(1−ᾱ_s−σ_t²) ε̂ + σ_t z,
+
+for the next (smaller) timestep s. With η = 1 and every timestep this is DDPM's ancestral sampler
+(σ_t² = β̃_t); with η = 0 it is a first-order integrator of the probability-flow ODE. The step's
+mean and σ are exposed (:func:`step_mean_std`) because the path-wise KL and the rivals need them.
+Chapter 1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cda_lite.schedules import Schedule, timesteps
+
+
+def tweedie_x0(x: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """Tweedie's denoised estimate x̂₀ = (x − √(1−ᾱ) ε̂)/√ᾱ."""
+    ab = torch.as_tensor(alpha_bar, dtype=x.dtype, device=x.device)
+    return (x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)
+
+
+def step_mean_std(x: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_s: float, eta: float):
+    """Mean and standard deviation of the DDIM(η) transition x_t → x_s (s < t; ab_s = 1 at the end).
+
+    Returns ``(mean, sigma)`` with ``sigma`` a Python float.
+    """
+    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+    x0 = (x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+    mean = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
+    return mean, sigma
+
+
+def mean_eps_coefficient(ab_t: float, ab_s: float, eta: float) -> float:
+    """c such that mean = a·x_t + c·ε̂ (the coefficient of ε̂ in :func:`step_mean_std`).
+
+    The path-wise KL weights ‖Δε‖² by c²/(2σ²) (Lemma 1).
+    """
+    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+    return -math.sqrt(ab_s) * math.sqrt(1 - ab_t) / math.sqrt(ab_t) + math.sqrt(max(1 - ab_s - sigma**2, 0.0))
+
+
+@dataclass
+class Chain:
+    """The timesteps a sampler visits and its ᾱ before and after each step."""
+
+    ts: np.ndarray  # decreasing timestep indices
+    ab_t: np.ndarray  # ᾱ at each visited t
+    ab_s: np.ndarray  # ᾱ after the step (1.0 after the last)
+    eta: float
+
+    @classmethod
+    def make(cls, schedule: Schedule, steps: int | None = None, eta: float = 1.0, spacing: str = "trailing"):
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        ts = timesteps(schedule, steps, spacing)
+        ab = schedule.alphas_cumprod
+        ab_t = ab[ts]
+        ab_s = np.append(ab[ts[1:]], 1.0)
+        return cls(ts, ab_t, ab_s, float(eta))
+
+    def __len__(self):
+        return len(self.ts)
+
+
+@dataclass
+class SampleResult:
+    x: torch.Tensor
+    trajectory: list = field(default_factory=list)
+
+
+def _seeded_generator(seed):
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+@torch.no_grad()
+def sample(
+    eps_model,
+    schedule: Schedule,
+    shape,
+    steps: int | None = None,
+    eta: float = 1.0,
+    seed: int | None = 0,
+    x_T: torch.Tensor | None = None,
+    spacing: str = "trailing",
+    return_trajectory: bool = False,
+    progress: bool = False,
+    dtype=torch.float32,
+):
+    """Sample ``shape`` = (n, ...) from an ε-model with DDIM(η) steps.
+
+    ``eta=1`` with ``steps=None`` is DDPM ancestral sampling; ``eta=0`` integrates the
+    probability-flow ODE. Returns a tensor (or a :class:`SampleResult` with the trajectory).
+    """
+    chain = Chain.make(schedule, steps, eta, spacing)
+    gen = _seeded_generator(seed)
+    x = torch.randn(shape, generator=gen, dtype=dtype) if x_T is None else x_T.clone().to(dtype)
+    traj = [x.clone()] if return_trajectory else []
+    for i in tqdm(range(len(chain)), disable=not progress, desc="sampling", leave=False):
+        x = _step(eps_model, x, chain, i, gen)
+        if return_trajectory:
+            traj.append(x.clone())
+    return SampleResult(x, traj) if return_trajectory else x
+
+
+def _step(eps_model, x, chain: Chain, i: int, gen, noise=None):
+    t = int(chain.ts[i])
+    eps = eps_model(x, t)
+    mean, sigma = step_mean_std(x, eps, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)
+    if sigma > 0:
+        z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if noise is None else noise
+        return mean + sigma * z
+    return mean
+
+
+def sample_ddpm(eps_model, schedule, n: int, dim: int = 2, seed: int | None = 0, **kw):
+    """DDPM ancestral sampling over every timestep (η = 1). Returns (n, dim) NumPy samples."""
+    return sample(eps_model, schedule, (n, dim), steps=None, eta=1.0, seed=seed, **kw).double().numpy()
+
+
+def sample_ddim(eps_model, schedule, n: int, dim: int = 2, steps: int = 50, eta: float = 0.0, seed: int | None = 0, **kw):
+    """DDIM sampling with ``steps`` steps and stochasticity η. Returns NumPy samples."""
+    return sample(eps_model, schedule, (n, dim), steps=steps, eta=eta, seed=seed, **kw).double().numpy()
+
+
+def sample_pf_ode(eps_model, schedule, n: int, dim: int = 2, steps: int | None = None, seed: int | None = 0, **kw):
+    """Deterministic sampling along the probability-flow ODE (DDIM with η = 0). Returns NumPy samples."""
+    return sample(eps_model, schedule, (n, dim), steps=steps, eta=0.0, seed=seed, **kw).double().numpy()
