@@ -158,8 +158,10 @@ def _component_log_probs(x, weights, means, covs):
     """log π_k + log N(x; μ_k, Σ_k) for x (n, d); means/covs may carry a leading batch dim."""
     d = x.shape[-1]
     chol = torch.linalg.cholesky(covs)  # (..., K, d, d)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    chol_inv = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)
     diff = x.unsqueeze(-2) - means  # (n, K, d)
-    sol = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
+    sol = torch.einsum("...kij,...kj->...ki", chol_inv, diff)
     maha = (sol**2).sum(-1)
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return torch.log(weights) - 0.5 * (maha + logdet + d * math.log(2 * math.pi))
@@ -168,7 +170,8 @@ def _component_log_probs(x, weights, means, covs):
 def _score(x, weights, means, covs):
     logp = _component_log_probs(x, weights, means, covs)
     resp = torch.softmax(logp, dim=-1)  # (n, K)
-    prec_diff = torch.linalg.solve(covs, (means - x.unsqueeze(-2)).unsqueeze(-1)).squeeze(-1)  # (n, K, d)
+    prec = torch.linalg.inv(covs)
+    prec_diff = torch.einsum("...kij,...kj->...ki", prec, means - x.unsqueeze(-2))  # (n, K, d)
     return (resp.unsqueeze(-1) * prec_diff).sum(-2)
 
 
@@ -180,8 +183,10 @@ def noised_score(gm: GaussianMixture, x: torch.Tensor, alpha_bar: torch.Tensor) 
     """
     w, mu, cov = gm._torch_params(x)
     ab = torch.as_tensor(alpha_bar, dtype=x.dtype, device=x.device)
-    if ab.ndim == 0:
-        ab = ab.expand(x.shape[0])
+    eye = torch.eye(gm.dim, dtype=x.dtype, device=x.device)
+    if ab.ndim == 0 or bool((ab == ab.flatten()[0]).all()):  # one noise level: shared components
+        a = ab.flatten()[0]
+        return _score(x, w, a.sqrt() * mu, a * cov + (1 - a) * eye)
     eye = torch.eye(gm.dim, dtype=x.dtype, device=x.device)
     means_t = ab.sqrt()[:, None, None] * mu  # (n, K, d)
     covs_t = ab[:, None, None, None] * cov + (1 - ab)[:, None, None, None] * eye  # (n, K, d, d)

@@ -1,0 +1,141 @@
+"""KL divergences between diffusion models.
+
+- **Path-wise KL (Lemma 1)**: between the sampling chains of two ε-models that share a schedule and
+  a stochastic sampler (σ_t > 0). Each step's transition is Gaussian with mean a·x_t + c·ε̂, so
+
+      KL(p_{0:T} ‖ q_{0:T}) = Σ_t E_{x_t ∼ p} [ c_t² / (2σ_t²) ‖ε_p(x_t, t) − ε_q(x_t, t)‖² ],
+
+  taken along p's own trajectories. It is the regulariser of constrained alignment (Chapter 4).
+- **Point-wise KL (Lemma 2)**: between the final laws of two models with (near-)exact scores,
+
+      KL(p₀ ‖ q₀) ≈ Σ_t β_t / (2(1−ᾱ_t)) E_{x_t} ‖ε_p(x_t, t) − ε_q(x_t, t)‖²,
+
+  with x_t forward-noised samples of p₀ (error O(1/T)). It measures the composed model's distance to
+  each expert (Chapters 5, 6). The public code drops the weights; :func:`pointwise_kl` offers that
+  variant (``weighted=False``) so the book can show what it costs.
+- :func:`gaussian_chain_kl`: the exact path-wise KL between two linear-Gaussian chains, the ground
+  truth that the estimators are validated against.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std
+from cda_lite.schedules import Schedule
+
+
+def pathwise_weights(chain: Chain) -> np.ndarray:
+    """c_t² / (2σ_t²) per step of the chain (inf-free: steps with σ = 0 get weight 0 and must not differ)."""
+    w = []
+    for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
+        _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), float(ab_t), float(ab_s), chain.eta)
+        c = mean_eps_coefficient(float(ab_t), float(ab_s), chain.eta)
+        w.append(c * c / (2 * sigma * sigma) if sigma > 0 else 0.0)
+    return np.array(w)
+
+
+def pathwise_kl_step(eps_p: torch.Tensor, eps_q: torch.Tensor, weight: float) -> torch.Tensor:
+    """One step's Gaussian KL per sample: weight · ‖ε_p − ε_q‖² summed over data dimensions."""
+    return weight * ((eps_p - eps_q) ** 2).flatten(1).sum(1)
+
+
+@torch.no_grad()
+def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0) -> tuple[float, float]:
+    """Monte-Carlo estimate (mean, standard error) of Lemma 1's path-wise KL(p ‖ q) along p's chain.
+
+    The last step of a chain ending at ᾱ = 1 is deterministic (σ = 0) and contributes nothing; both
+    chains must use the same σ_t (same schedule, steps and η > 0).
+    """
+    if chain.eta <= 0:
+        raise ValueError("the path-wise KL needs a stochastic sampler (eta > 0)")
+    weights = pathwise_weights(chain)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    total = torch.zeros(shape[0], dtype=torch.float64)
+    for i, t in enumerate(chain.ts):
+        ep = model_p(x, int(t)).double()
+        eq = model_q(x, int(t)).double()
+        total += pathwise_kl_step(ep, eq, weights[i])
+        mean, sigma = step_mean_std(x, ep, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)
+        x = mean + sigma * torch.randn(shape, generator=gen, dtype=torch.float64) if sigma > 0 else mean
+    return float(total.mean()), float(total.std() / math.sqrt(shape[0]))
+
+
+def gaussian_chain_kl(p, q, chain: Chain) -> float:
+    """Exact path-wise KL between the DDIM(η) chains of two Gaussian models N(μ_p, Σ_p), N(μ_q, Σ_q).
+
+    Both exact ε's are affine in x (ε(x, t) = A_t x + b_t), so x_t under p's chain stays Gaussian and
+    every step's expected ‖Δε‖² is a closed form of its mean and covariance. ``p`` and ``q`` are
+    single-component GaussianMixtures.
+    """
+    d = p.dim
+    I = np.eye(d)
+
+    def affine_eps(g, ab):
+        # ε* = −√(1−ab)·score, score = −C⁻¹(x − √ab μ) with C = ab Σ + (1−ab) I
+        C = ab * g.covs[0] + (1 - ab) * I
+        Ci = np.linalg.inv(C)
+        return math.sqrt(1 - ab) * Ci, -math.sqrt(1 - ab) * Ci @ (math.sqrt(ab) * g.means[0])
+
+    m, S = np.zeros(d), np.eye(d)  # x_T ~ N(0, I)
+    total = 0.0
+    for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
+        Ap, bp = affine_eps(p, ab_t)
+        Aq, bq = affine_eps(q, ab_t)
+        _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), float(ab_t), float(ab_s), chain.eta)
+        c = mean_eps_coefficient(float(ab_t), float(ab_s), chain.eta)
+        if sigma > 0:
+            dA, db = Ap - Aq, bp - bq
+            mean_diff = dA @ m + db
+            total += c * c / (2 * sigma * sigma) * (mean_diff @ mean_diff + np.trace(dA @ S @ dA.T))
+        a = 1 / math.sqrt(ab_t) * math.sqrt(ab_s)  # coefficient of x in the mean
+        M = a * I + c * Ap
+        m = M @ m + c * bp
+        S = M @ S @ M.T + sigma * sigma * I
+    return float(total)
+
+
+def lemma2_weights(schedule: Schedule) -> np.ndarray:
+    """β_t / (2(1−ᾱ_t)) for t = 0..T−1 (Lemma 2's per-step weights on ε-differences)."""
+    return schedule.betas / (2 * (1 - schedule.alphas_cumprod))
+
+
+@torch.no_grad()
+def pointwise_kl(model_p, model_q, schedule: Schedule, x0, weighted: bool = True, n_t: int | None = None,
+                 seed: int = 0, batch: int = 4096) -> float:
+    """Lemma 2's estimate of KL(p₀ ‖ q₀) from samples ``x0`` of p₀ (forward-noised at each t).
+
+    ``weighted=False`` returns the public code's unweighted Σ_t E‖ε_p − ε_q‖² (not a KL).
+    ``n_t`` = None sums over every t; an integer draws that many timesteps uniformly per sample
+    (an unbiased estimate of the same sum, cheaper for large T).
+    """
+    x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
+    if x0.ndim < 2:
+        raise ValueError(f"x0: expected (n, ...) samples, got shape {tuple(x0.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    w = lemma2_weights(schedule) if weighted else np.ones(schedule.T)
+    ab = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype)
+    wt = torch.as_tensor(w, dtype=x0.dtype)
+    total = 0.0
+    n = x0.shape[0]
+    view = (-1,) + (1,) * (x0.ndim - 1)
+    if n_t is None:
+        for t in range(schedule.T):
+            acc = 0.0
+            for start in range(0, n, batch):
+                xb = x0[start:start + batch]
+                noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype)
+                xt = ab[t].sqrt() * xb + (1 - ab[t]).sqrt() * noise
+                acc += float(((model_p(xt, t) - model_q(xt, t)) ** 2).flatten(1).sum(1).sum())
+            total += float(wt[t]) * acc / n
+        return total
+    for _ in range(n_t):
+        t = torch.randint(0, schedule.T, (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        xt = ab[t].sqrt().view(view) * x0 + (1 - ab[t]).sqrt().view(view) * noise
+        diff = ((model_p(xt, t) - model_q(xt, t)) ** 2).flatten(1).sum(1)
+        total += float((wt[t] * diff).mean()) * schedule.T
+    return total / n_t
