@@ -27,7 +27,6 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
 # Kernels, kernelspecs and JupyterLab settings come from .venv before ~/.local.
 export JUPYTER_PREFER_ENV_PATH := 1
-export PYTHONDONTWRITEBYTECODE := 1
 
 CHAPTERS := $(wildcard book/*.md)
 
@@ -64,11 +63,10 @@ book: $(STAMP)
 # pytest runs them with nbval next to the unit tests, in one command.
 test: $(STAMP)
 	@rm -rf $(NBTEST) && mkdir -p $(NBTEST)
-	@for f in $(CHAPTERS); do \
-	  if grep -q '^jupytext:' "$$f"; then \
-	    $(BIN)/jupytext --quiet --to ipynb --output "$(NBTEST)/$$(basename "$${f%.md}").ipynb" "$$f" || exit 1; \
-	  fi; \
-	done
+	@# One jupytext process for all chapters (its start-up costs seconds); the "../build/nbtest//"
+	@# prefix is relative to book/, so book/X.md becomes build/nbtest/X.ipynb.
+	@notebooks=$$(grep -l '^jupytext:' $(CHAPTERS) /dev/null); \
+	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../$(NBTEST)//ipynb" $$notebooks; fi
 	@rc=0; CDA_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
 	  --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests $(NBTEST) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi; \

@@ -1,0 +1,203 @@
+"""Constrained alignment by primal-dual training (Algorithm 1, Theorem 2).
+
+    min_θ KL(p_θ ‖ q)  s.t.  E_{p_θ}[r_i] ≥ b_i   (or ≤)
+
+λ starts at 1/m; each round takes primal gradient steps on the Lagrangian
+L(θ, λ) = KL_path(θ) − Σ_i λ_i s_i (Ê r_i(θ) − b_i) with the reward gradient backpropagated
+through the sampler (truncated to the last K steps), then a dual step
+λ_i ← [λ_i − η_d s_i (Ê r_i − b_i)]₊ (or νPI). With ``fixed_weights`` the same loop is the
+weighted-objective baseline (λ frozen).
+
+:class:`PrimalDualTrainer` knows nothing about 2-D: it takes a ``sample_batch(generator)`` that
+returns differentiable samples with their path-wise KL, so the digits and Stable Diffusion rungs
+reuse it unchanged. :func:`finetune` builds that function for an ε-model and a frozen reference.
+``run()`` is a generator yielding :class:`AlignState` each primal step (Chapter 4 plots it live).
+Checkpoints are atomic; ``resume`` continues bit-for-bit; a non-finite loss stops the run and
+leaves the last good checkpoint in place.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from cda_lite.checkpoint import atomic_save, load
+from cda_lite.constraints import Constraint, DualAscent, lagrangian
+from cda_lite.differentiable import sample_differentiable
+from cda_lite.sampling import Chain
+
+
+@dataclass
+class AlignConfig:
+    """Settings of one primal-dual run (every field has a default that works on the 2-D problems)."""
+
+    steps: int = 400  # primal optimiser steps
+    batch_size: int = 256  # samples per primal step
+    lr: float = 1e-3  # primal learning rate (Adam)
+    dual_lr: float = 0.5  # η_d (κ_i of νPI), in normalised-reward units
+    dual_every: int = 1  # primal steps per dual step (N of Algorithm 1)
+    kappa_p: float = 0.0  # νPI proportional gain (0: projected ascent)
+    nu: float = 0.0  # νPI EMA factor
+    dual_warmup: int = 0  # dual steps over which the dual step ramps up
+    lam_init: float | list | None = None  # initial λ (default 1/m)
+    fixed_weights: list | None = None  # freeze λ at these weights: the weighted baseline
+    sample_steps: int = 20  # sampler steps of the chain being fine-tuned
+    eta: float = 1.0  # sampler stochasticity (> 0 for the path-wise KL)
+    grad_steps: int | None = None  # K: backprop through the last K steps (None: all)
+    random_truncation: bool = False  # draw K uniformly from 1..grad_steps each step (AlignProp)
+    checkpointing: bool = False  # gradient checkpointing of each network call
+    kl_weight: float = 1.0  # multiplies the KL term (1 = the paper's Lagrangian)
+    grad_clip: float | None = 1.0
+    lam_average: float = 0.25  # report λ averaged over this last fraction of dual steps
+    patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
+    on_infeasible: str = "raise"
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: never
+    checkpoint_path: str | None = None
+
+
+@dataclass
+class AlignState:
+    step: int
+    loss: float
+    kl: float  # batch mean path-wise KL
+    expected: np.ndarray  # batch means of the (normalised) constraint rewards
+    slacks: np.ndarray
+    lam: np.ndarray
+
+
+class PrimalDualTrainer:
+    """Algorithm 1 over any differentiable sampler.
+
+    ``sample_batch(generator) -> (x0, kl_per_sample)``; rewards are evaluated by the constraints on x0
+    (decoded images for latent models: decode inside ``sample_batch``).
+    """
+
+    def __init__(self, parameters, sample_batch: Callable, constraints: list[Constraint], config: AlignConfig,
+                 modules: dict | None = None):
+        if not constraints:
+            raise ValueError("constraints: need at least one constraint")
+        self.params = [p for p in parameters if p.requires_grad]
+        if not self.params:
+            raise ValueError("parameters: nothing to train (no parameter requires grad)")
+        self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
+        self.modules = modules or {}
+        self.opt = torch.optim.Adam(self.params, lr=config.lr)
+        self.dual = DualAscent(len(constraints), lr=config.dual_lr, kappa_p=config.kappa_p, nu=config.nu,
+                               warmup=config.dual_warmup, init=config.lam_init if config.fixed_weights is None
+                               else config.fixed_weights, patience=config.patience,
+                               on_infeasible=config.on_infeasible, names=[c.name for c in constraints])
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.log: list[dict] = []
+
+    # ------------------------------------------------------------------ loop
+    def run(self, steps: int | None = None, progress: bool = False) -> Iterator[AlignState]:
+        """Yield an :class:`AlignState` after every primal step until ``config.steps`` in total."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        target = cfg.steps if steps is None else min(cfg.steps, self.step + steps)
+        bar = tqdm(total=target - self.step, disable=not progress, desc="primal-dual", leave=False)
+        while self.step < target:
+            x0, kl = self.sample_batch(self.generator)
+            values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
+            kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype)
+            loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite Lagrangian ({loss.item()}) at step {self.step}; the run stops here and the "
+                    f"last checkpoint ({cfg.checkpoint_path}) is kept")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.opt.step()
+            self.step += 1
+            expected = values.detach().mean(1).double().numpy()
+            slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
+            if cfg.fixed_weights is None and self.step % cfg.dual_every == 0:
+                self.dual.update(slacks, kl=float(kl_mean))
+            state = AlignState(self.step, float(loss), float(kl_mean), expected, slacks, self.dual.lam.copy())
+            self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
+                             "expected": expected.tolist(), "lam": state.lam.tolist()})
+            if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:
+                self.save(cfg.checkpoint_path)
+            bar.update(1)
+            yield state
+        bar.close()
+
+    def train(self, progress: bool = False) -> "PrimalDualTrainer":
+        for _ in self.run(progress=progress):
+            pass
+        return self
+
+    # ------------------------------------------------------------- results
+    @property
+    def lam(self) -> np.ndarray:
+        """λ in normalised units: the last iterate for a fixed-weight run, else the average of the last
+        ``lam_average`` fraction of dual iterates."""
+        if self.config.fixed_weights is not None:
+            return self.dual.lam.copy()
+        return self.dual.averaged(self.config.lam_average)
+
+    def lam_raw(self) -> np.ndarray:
+        """λ in the rewards' own units (undoing each constraint's normalisation)."""
+        return np.array([c.to_raw_multiplier(l) for c, l in zip(self.constraints, self.lam)])
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"step": self.step, "params": [p.detach().clone() for p in self.params],
+                "opt": self.opt.state_dict(), "dual": self.dual.state_dict(),
+                "generator": self.generator.get_state(), "log": list(self.log),
+                "modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "config": asdict(self.config)}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, state["params"]):
+                p.copy_(v)
+        self.opt.load_state_dict(state["opt"])
+        self.dual.load_state_dict(state["dual"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.log = list(state["log"])
+        for k, m in self.modules.items():
+            if k in state.get("modules", {}):
+                m.load_state_dict(state["modules"][k])
+
+    def save(self, path: str) -> None:
+        atomic_save(self.state_dict(), path)
+
+    def resume(self, path: str) -> "PrimalDualTrainer":
+        self.load_state_dict(load(path))
+        return self
+
+
+def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedule, config: AlignConfig,
+             noise_shape: tuple, decode: Callable | None = None) -> tuple[PrimalDualTrainer, torch.nn.Module]:
+    """Set up Algorithm 1 for an ε-network: a trainable copy of ``pretrained``, the frozen original as
+    the KL reference, and a differentiable DDIM(η) sampler. Returns (trainer, model)."""
+    model = copy.deepcopy(pretrained).train()
+    ref = copy.deepcopy(pretrained).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    chain = Chain.make(schedule, config.sample_steps, config.eta)
+
+    def sample_batch(gen):
+        x_T = torch.randn((config.batch_size, *noise_shape), generator=gen)
+        out = sample_differentiable(model, chain, x_T, ref_model=ref, grad_steps=config.grad_steps,
+                                    random_truncation=config.random_truncation, generator=gen,
+                                    checkpointing=config.checkpointing)
+        x0 = out.x0 if decode is None else decode(out.x0)
+        return x0, out.kl
+
+    trainer = PrimalDualTrainer(model.parameters(), sample_batch, constraints, config, modules={"model": model})
+    trainer.model, trainer.reference, trainer.chain = model, ref, chain
+    return trainer, model

@@ -1,0 +1,94 @@
+"""Denoising score matching: a small MLP learns a 2-component mixture; the loss behaves as theory says."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cda_lite import sampling as SM
+from cda_lite import schedules as S
+from cda_lite import train as TR
+from cda_lite.gmm import GaussianMixture
+from cda_lite.models import ExactEps, MLPEps
+
+GM = GaussianMixture([0.35, 0.65], [[-2.0, 0.0], [2.0, 1.0]], [0.4 * np.eye(2), [[0.5, 0.15], [0.15, 0.3]]])
+SCHED = S.cosine(100)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = MLPEps(SCHED.T, dim=2, hidden=128, layers=3)
+    states = [(s.step, s.loss, s.model) for s in
+              TR.train_dsm(model, GM.sample(20_000, seed=0), SCHED, steps=800, batch_size=512, seed=0)]
+    return model, states
+
+
+def test_generator_yields_increasing_steps_and_finite_losses(trained):
+    model, states = trained
+    steps = [s for s, _, _ in states]
+    assert steps == list(range(1, 801))
+    assert all(math.isfinite(l) for _, l, _ in states)
+    assert all(m is model for _, _, m in states)
+    assert not model.training  # the generator puts the model in eval mode when it finishes
+
+
+def test_loss_decreases(trained):
+    _, states = trained
+    losses = np.array([l for _, l, _ in states])
+    assert losses[:50].mean() > losses[-100:].mean() + 0.05
+    # And it ends near the Bayes-optimal level, the loss of the exact ε on the same kind of batches.
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.as_tensor(GM.sample(20_000, seed=12), dtype=torch.float64)
+    floor = TR.dsm_loss(ExactEps(GM, SCHED), x0, SCHED, gen).item()
+    print("loss floor", floor, losses[-100:].mean())
+    assert floor < losses[-100:].mean() < floor + 0.03
+
+
+def test_learned_model_samples_the_mixture(trained):
+    model, _ = trained
+    x = SM.sample_ddpm(model, SCHED, 3000, seed=1)
+    assert np.all(np.isfinite(x))
+    near = np.argmin(((x[:, None, :] - GM.means[None]) ** 2).sum(-1), axis=1)
+    masses = np.bincount(near, minlength=2) / len(x)
+    np.testing.assert_allclose(masses, GM.weights, atol=0.05)
+    for k in range(2):
+        assert np.linalg.norm(x[near == k].mean(0) - GM.means[k]) < 0.15
+    assert np.linalg.norm(x.mean(0) - GM.mean()) < 0.15
+
+
+def test_untrained_model_fails_the_same_check():
+    torch.manual_seed(0)
+    x = SM.sample_ddpm(MLPEps(SCHED.T, 2, 128, 3), SCHED, 1000, seed=1)
+    near = np.argmin(((x[:, None, :] - GM.means[None]) ** 2).sum(-1), axis=1)
+    bad = np.abs(np.bincount(near, minlength=2) / len(x) - GM.weights).max() > 0.05 or any(
+        np.linalg.norm(x[near == k].mean(0) - GM.means[k]) >= 0.15 for k in range(2) if np.any(near == k))
+    assert bad
+
+
+def test_dsm_loss_values():
+    x0 = torch.as_tensor(GM.sample(50_000, seed=1), dtype=torch.float64)
+    t = torch.full((len(x0),), 50)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    # Predicting 0 costs E ε² = 1 per coordinate.
+    l0 = TR.dsm_loss(zero, x0, SCHED, torch.Generator().manual_seed(0), t=t).item()
+    assert abs(l0 - 1.0) < 4 * math.sqrt(2 / (2 * len(x0)))
+    # The exact ε is the minimiser: perturbing it (same noise draws) can only increase the loss.
+    exact = ExactEps(GM, SCHED)
+    base = TR.dsm_loss(exact, x0, SCHED, torch.Generator().manual_seed(0), t=t).item()
+    for pert in (lambda x, t: 1.1 * exact(x, t), lambda x, t: exact(x, t) + 0.05):
+        assert TR.dsm_loss(pert, x0, SCHED, torch.Generator().manual_seed(0), t=t).item() > base
+    assert base < l0
+
+
+def test_callable_data_and_bad_data():
+    calls = []
+
+    def data(n, gen):
+        calls.append(n)
+        return torch.randn(n, 2, generator=gen)
+
+    states = list(TR.train_dsm(MLPEps(SCHED.T, 2, 16, 1), data, SCHED, steps=3, batch_size=32, seed=0))
+    assert [s.step for s in states] == [1, 2, 3] and calls == [32, 32, 32]
+    with pytest.raises(ValueError, match="data"):
+        next(TR.train_dsm(MLPEps(SCHED.T, 2, 16, 1), np.zeros(5), SCHED, steps=1))
