@@ -28,6 +28,7 @@ import torch
 from cda_lite.checkpoint import atomic_save, load
 from cda_lite.constraints import Constraint, DualAscent, lagrangian
 from cda_lite.differentiable import sample_differentiable
+from cda_lite.models import ResidualEps
 from cda_lite.sampling import Chain
 
 
@@ -38,6 +39,8 @@ class AlignConfig:
     steps: int = 400  # primal optimiser steps
     batch_size: int = 256  # samples per primal step
     lr: float = 1e-3  # primal learning rate (Adam)
+    optimizer: str = "adam"  # "adam" or "sgd" (with momentum 0.9)
+    lr_cosine: bool = False  # decay the primal lr to 5 % along a cosine over ``steps``
     dual_lr: float = 0.5  # η_d (κ_i of νPI), in normalised-reward units
     dual_every: int = 1  # primal steps per dual step (N of Algorithm 1)
     kappa_p: float = 0.0  # νPI proportional gain (0: projected ascent)
@@ -86,7 +89,12 @@ class PrimalDualTrainer:
             raise ValueError("parameters: nothing to train (no parameter requires grad)")
         self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
         self.modules = modules or {}
-        self.opt = torch.optim.Adam(self.params, lr=config.lr)
+        if config.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+        self.opt = (torch.optim.Adam(self.params, lr=config.lr) if config.optimizer == "adam"
+                    else torch.optim.SGD(self.params, lr=config.lr, momentum=0.9))
+        self.lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, config.steps, eta_min=0.05 * config.lr)
+                         if config.lr_cosine else None)
         self.dual = DualAscent(len(constraints), lr=config.dual_lr, kappa_p=config.kappa_p, nu=config.nu,
                                warmup=config.dual_warmup, init=config.lam_init if config.fixed_weights is None
                                else config.fixed_weights, patience=config.patience,
@@ -117,6 +125,8 @@ class PrimalDualTrainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
+            if self.lr_sched is not None:
+                self.lr_sched.step()
             self.step += 1
             expected = values.detach().mean(1).double().numpy()
             slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
@@ -153,6 +163,7 @@ class PrimalDualTrainer:
     def state_dict(self) -> dict:
         return {"step": self.step, "params": [p.detach().clone() for p in self.params],
                 "opt": self.opt.state_dict(), "dual": self.dual.state_dict(),
+                "lr_sched": None if self.lr_sched is None else self.lr_sched.state_dict(),
                 "generator": self.generator.get_state(), "log": list(self.log),
                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "config": asdict(self.config)}
@@ -162,6 +173,8 @@ class PrimalDualTrainer:
             for p, v in zip(self.params, state["params"]):
                 p.copy_(v)
         self.opt.load_state_dict(state["opt"])
+        if self.lr_sched is not None and state.get("lr_sched") is not None:
+            self.lr_sched.load_state_dict(state["lr_sched"])
         self.dual.load_state_dict(state["dual"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
@@ -178,26 +191,53 @@ class PrimalDualTrainer:
         return self
 
 
+class AlignedEps(torch.nn.Module):
+    """The aligned sampler's ε: the fine-tuned network on the stochastic steps and the frozen
+    reference on timesteps ≤ ``t_tail`` (the final deterministic denoising step, which the path-wise
+    KL does not cover)."""
+
+    def __init__(self, model: torch.nn.Module, reference: torch.nn.Module, t_tail: int):
+        super().__init__()
+        self.model, self.reference, self.t_tail = model, reference, int(t_tail)
+
+    def forward(self, x, t):
+        t_ = torch.as_tensor(t)
+        if t_.ndim == 0:
+            return (self.reference if int(t_) <= self.t_tail else self.model)(x, t)
+        tail = (t_ <= self.t_tail).view(-1, *([1] * (x.ndim - 1)))
+        return torch.where(tail, self.reference(x, t), self.model(x, t))
+
+
 def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedule, config: AlignConfig,
-             noise_shape: tuple, decode: Callable | None = None) -> tuple[PrimalDualTrainer, torch.nn.Module]:
+             noise_shape: tuple, decode: Callable | None = None, correction: torch.nn.Module | None = None,
+             ) -> tuple[PrimalDualTrainer, torch.nn.Module]:
     """Set up Algorithm 1 for an ε-network: a trainable copy of ``pretrained``, the frozen original as
-    the KL reference, and a differentiable DDIM(η) sampler. Returns (trainer, model)."""
-    model = copy.deepcopy(pretrained).train()
+    the KL reference, and a differentiable DDIM(η) sampler. Returns (trainer, aligned ε-model)
+    where the aligned model is an :class:`AlignedEps` (sample it with the same chain).
+
+    With ``correction`` (a small ε-network) the trainable model is ``ResidualEps(reference,
+    correction)`` — the pretrained network plus a zero-initialised correction, the 2-D analogue of a
+    LoRA adapter; without it every weight of a copy of ``pretrained`` is trained."""
     ref = copy.deepcopy(pretrained).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    if correction is None:
+        model = copy.deepcopy(pretrained).train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        model = ResidualEps(ref, correction).train()
     chain = Chain.make(schedule, config.sample_steps, config.eta)
 
     def sample_batch(gen):
         x_T = torch.randn((config.batch_size, *noise_shape), generator=gen)
         out = sample_differentiable(model, chain, x_T, ref_model=ref, grad_steps=config.grad_steps,
                                     random_truncation=config.random_truncation, generator=gen,
-                                    checkpointing=config.checkpointing)
+                                    checkpointing=config.checkpointing, deterministic_model=ref)
         x0 = out.x0 if decode is None else decode(out.x0)
         return x0, out.kl
 
     trainer = PrimalDualTrainer(model.parameters(), sample_batch, constraints, config, modules={"model": model})
-    trainer.model, trainer.reference, trainer.chain = model, ref, chain
-    return trainer, model
+    aligned = AlignedEps(model, ref, int(chain.ts[-1]))
+    trainer.model, trainer.reference, trainer.chain = aligned, ref, chain
+    return trainer, aligned

@@ -34,6 +34,7 @@ def sample_differentiable(
     generator: torch.Generator | None = None,
     checkpointing: bool = False,
     kl_grad: str = "all",
+    deterministic_model=None,
 ) -> DifferentiableSample:
     """Run the DDIM(η) chain from ``x_T`` keeping a graph through the last ``grad_steps`` steps.
 
@@ -41,6 +42,11 @@ def sample_differentiable(
     ``kl_grad="all"`` lets every step's KL term carry gradient to the parameters (x_t detached before
     the truncation point); ``"truncated"`` only the last K steps'. The step noise is drawn from
     ``generator`` in a fixed order, so a run is reproducible.
+
+    ``deterministic_model`` (e.g. the frozen reference) replaces ``eps_model`` on steps with σ = 0
+    (the final denoising step x_t → x̂₀). Those steps carry no path-wise KL, so a model trained
+    through them could move its samples at zero KL cost; alignment therefore shares them with the
+    reference (see :class:`cda_lite.align.AlignedEps`).
     """
     n_steps = len(chain)
     K = n_steps if grad_steps is None else int(grad_steps)
@@ -66,8 +72,10 @@ def sample_differentiable(
         if not in_graph:
             x = x.detach()
         want_kl = ref_model is not None and weights[i] > 0
+        stochastic = chain.eta > 0 and chain.ab_s[i] < 1
+        model_i = eps_model if (stochastic or deterministic_model is None) else deterministic_model
         with torch.set_grad_enabled(in_graph or (want_kl and kl_grad == "all")):
-            eps = call(eps_model, x, t)
+            eps = call(model_i, x, t)
         if want_kl:
             with torch.no_grad():
                 eps_ref = ref_model(x, t)

@@ -109,3 +109,25 @@ class LinearCombinationEps(nn.Module):
 
     def forward(self, x, t):
         return sum(c * m(x, t) for c, m in zip(self.coefficients, self.models) if c != 0.0)
+
+
+class ResidualEps(nn.Module):
+    """ε_θ(x, t) = ε_base(x, t) + δ_φ(x, t) with the base frozen and δ zero at initialisation.
+
+    The 2-D analogue of a LoRA adapter: fine-tuning starts exactly at the pretrained model, and the
+    path-wise KL penalises δ directly (Σ_t c_t²/(2σ_t²)‖δ‖²). Chapter 4.
+    """
+
+    def __init__(self, base: nn.Module, correction: nn.Module):
+        super().__init__()
+        self.base, self.correction = base, correction
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        last = [m for m in correction.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x, t):
+        with torch.no_grad():
+            e0 = self.base(x, t)
+        return e0 + self.correction(x, t)
