@@ -77,8 +77,10 @@ def sample_differentiable(
         with torch.set_grad_enabled(in_graph or (want_kl and kl_grad == "all")):
             eps = call(model_i, x, t)
         if want_kl:
-            with torch.no_grad():
-                eps_ref = ref_model(x, t)
+            # The reference is frozen, but its output depends on x_t, which depends on the parameters
+            # through earlier steps: keep that path in the graph on the steps that carry gradient.
+            with torch.set_grad_enabled(in_graph and torch.is_grad_enabled()):
+                eps_ref = call(ref_model, x, t)
             kl = kl + pathwise_kl_step(eps, eps_ref, float(weights[i]))
         eps_step = eps if in_graph else eps.detach()
         mean, sigma = step_mean_std(x, eps_step, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)

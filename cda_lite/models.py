@@ -128,6 +128,6 @@ class ResidualEps(nn.Module):
         nn.init.zeros_(last.bias)
 
     def forward(self, x, t):
-        with torch.no_grad():
-            e0 = self.base(x, t)
-        return e0 + self.correction(x, t)
+        # The base is frozen (requires_grad False) but NOT run under no_grad: gradients must still
+        # flow through its dependence on x_t, which depends on the parameters via earlier steps.
+        return self.base(x, t) + self.correction(x, t)

@@ -39,10 +39,10 @@ def test_loss_decreases(trained):
     assert losses[:50].mean() > losses[-100:].mean() + 0.05
     # And it ends near the Bayes-optimal level, the loss of the exact ε on the same kind of batches.
     gen = torch.Generator().manual_seed(11)
-    x0 = torch.as_tensor(GM.sample(20_000, seed=12), dtype=torch.float64)
+    x0 = torch.as_tensor(GM.sample(100_000, seed=12), dtype=torch.float64)
     floor = TR.dsm_loss(ExactEps(GM, SCHED), x0, SCHED, gen).item()
-    print("loss floor", floor, losses[-100:].mean())
-    assert floor < losses[-100:].mean() < floor + 0.03
+    # (the lower margin allows for the Monte-Carlo error of both averages, about 0.003 each)
+    assert floor - 0.01 < losses[-100:].mean() < floor + 0.03
 
 
 def test_learned_model_samples_the_mixture(trained):
