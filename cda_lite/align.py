@@ -131,8 +131,8 @@ class PrimalDualTrainer:
             expected = values.detach().mean(1).double().numpy()
             slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
             if cfg.fixed_weights is None and self.step % cfg.dual_every == 0:
-                self.dual.update(slacks, kl=float(kl_mean))
-            state = AlignState(self.step, float(loss), float(kl_mean), expected, slacks, self.dual.lam.copy())
+                self.dual.update(slacks, kl=kl_mean.item())
+            state = AlignState(self.step, loss.item(), kl_mean.item(), expected, slacks, self.dual.lam.copy())
             self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
                              "expected": expected.tolist(), "lam": state.lam.tolist()})
             if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:

@@ -1,0 +1,15 @@
+"""Benchmark commands: ``python -m cda_lite.bench SUBCOMMAND [options] [--json]``.
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict`` (its docstring's
+first line is the help text; an optional ``format(result) -> str`` renders the result for people).
+``--json`` prints the result as one JSON object. Adding a subcommand: write the module and add one
+line to :data:`SUBCOMMANDS`.
+"""
+from __future__ import annotations
+
+SUBCOMMANDS: dict[str, str] = {
+    "align2d": "cda_lite.bench.align2d",  # Chapter 4: Algorithm 1 on a 2-D problem vs the exact λ*
+    "rivals2d": "cda_lite.bench.rivals2d",  # Chapter 7: DAS, Diffusion Blend, MSDDA, guidance vs the exact tilt
+}
+
+__all__ = ["SUBCOMMANDS"]
