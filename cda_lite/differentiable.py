@@ -64,6 +64,7 @@ def sample_differentiable(
             return _checkpoint(model, x, t, use_reentrant=False)
         return model(x, t)
 
+    grad_on = torch.is_grad_enabled()  # under torch.no_grad() nothing builds a graph
     x = x_T
     kl = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if ref_model is not None else None
     for i in range(n_steps):
@@ -74,13 +75,19 @@ def sample_differentiable(
         want_kl = ref_model is not None and weights[i] > 0
         stochastic = chain.eta > 0 and chain.ab_s[i] < 1
         model_i = eps_model if (stochastic or deterministic_model is None) else deterministic_model
-        with torch.set_grad_enabled(in_graph or (want_kl and kl_grad == "all")):
-            eps = call(model_i, x, t)
+        shares_base = want_kl and model_i is eps_model and getattr(eps_model, "base", None) is ref_model \
+            and hasattr(eps_model, "forward_with_base")
+        with torch.set_grad_enabled(grad_on and (in_graph or (want_kl and kl_grad == "all"))):
+            if shares_base:  # ε_θ = ε_ref + δ: one call of the frozen reference serves both
+                eps, eps_ref = eps_model.forward_with_base(x, t)
+            else:
+                eps = call(model_i, x, t)
         if want_kl:
-            # The reference is frozen, but its output depends on x_t, which depends on the parameters
-            # through earlier steps: keep that path in the graph on the steps that carry gradient.
-            with torch.set_grad_enabled(in_graph and torch.is_grad_enabled()):
-                eps_ref = call(ref_model, x, t)
+            if not shares_base:
+                # The reference is frozen, but its output depends on x_t, which depends on the parameters
+                # through earlier steps: keep that path in the graph on the steps that carry gradient.
+                with torch.set_grad_enabled(in_graph and grad_on):
+                    eps_ref = call(ref_model, x, t)
             kl = kl + pathwise_kl_step(eps, eps_ref, float(weights[i]))
         eps_step = eps if in_graph else eps.detach()
         mean, sigma = step_mean_std(x, eps_step, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)

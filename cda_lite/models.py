@@ -24,6 +24,12 @@ def _as_t(t, n: int, device) -> torch.Tensor:
     return t.long()
 
 
+def _t_for_embedding(t, device) -> torch.Tensor:
+    """Timesteps for a time embedding: one row when every sample shares t (then broadcast), else (n,)."""
+    t = torch.as_tensor(t, device=device).long()
+    return t.reshape(1) if t.ndim == 0 else t
+
+
 class ExactEps(nn.Module):
     """The exact ε of a Gaussian mixture under a schedule: ε*(x,t) = −√(1−ᾱ_t) s_t(x)."""
 
@@ -51,7 +57,8 @@ class TimeEmbedding(nn.Module):
         half = self.dim // 2
         freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
         arg = (t.float() / self.T)[:, None] * 1000.0 * freqs[None]
-        return self.proj(torch.cat([arg.sin(), arg.cos()], dim=1))
+        feats = torch.cat([arg.sin(), arg.cos()], dim=1).to(self.proj[0].weight.dtype)  # float64 models too
+        return self.proj(feats)
 
 
 class MLPEps(nn.Module):
@@ -66,8 +73,7 @@ class MLPEps(nn.Module):
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        t = _as_t(t, x.shape[0], x.device)
-        h = self.inp(x) + self.time(t)
+        h = self.inp(x) + self.time(_t_for_embedding(t, x.device))  # (1, hidden) broadcasts for a shared t
         for layer in self.body:
             h = torch.nn.functional.silu(layer(h))
         return self.out(h)
@@ -89,8 +95,7 @@ class ResNetEps(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        t = _as_t(t, x.shape[0], x.device)
-        e = self.time(t)
+        e = self.time(_t_for_embedding(t, x.device))
         h = self.inp(x)
         for block, temb in zip(self.blocks, self.temb):
             h = h + block(h + temb(e))
@@ -131,3 +136,8 @@ class ResidualEps(nn.Module):
         # The base is frozen (requires_grad False) but NOT run under no_grad: gradients must still
         # flow through its dependence on x_t, which depends on the parameters via earlier steps.
         return self.base(x, t) + self.correction(x, t)
+
+    def forward_with_base(self, x, t):
+        """(ε_θ, ε_base) from one base call: the path-wise KL to the base needs no second call."""
+        e0 = self.base(x, t)
+        return e0 + self.correction(x, t), e0

@@ -76,7 +76,8 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
     with torch.no_grad():
         x = sample(model, schedule, (n_eval, problem.base.dim), steps=config.sample_steps, eta=config.eta,
                    seed=gen_seed + 1).double()
-        kl_mean, kl_se = pathwise_kl(model, pretrained, trainer.chain, (n_eval, problem.base.dim), seed=gen_seed + 2)
+        kl_mean, kl_se = pathwise_kl(model, pretrained, trainer.chain, (n_eval, problem.base.dim), seed=gen_seed + 2,
+                                     dtype=torch.float32)
     exact = align_dual(problem.base, problem.rewards, problem.thresholds)
     target_samples = exact.target.sample(n_eval, seed=gen_seed + 3)
     expected = np.array([float(r(x).mean()) for r in problem.rewards])
@@ -110,6 +111,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> dict:
+    torch.set_num_threads(1)  # 2-D networks are tiny: one thread is fastest and leaves a core free
     cfg = default_config(args.profile)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
