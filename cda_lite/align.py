@@ -37,9 +37,10 @@ class AlignConfig:
     """Settings of one primal-dual run (every field has a default that works on the 2-D problems)."""
 
     steps: int = 400  # primal optimiser steps
-    batch_size: int = 256  # samples per primal step
+    batch_size: int = 256  # samples per micro-batch (per call of sample_batch)
+    grad_accum: int = 1  # micro-batches per primal step (gradient accumulation; SD: 64 images = 4 × 16)
     lr: float = 1e-3  # primal learning rate (Adam)
-    optimizer: str = "adam"  # "adam" or "sgd" (with momentum 0.9)
+    optimizer: str = "adam"  # "adam", "adamw" (weight decay 0.01; the SD runs) or "sgd" (momentum 0.9)
     lr_cosine: bool = False  # decay the primal lr to 5 % along a cosine over ``steps``
     dual_lr: float = 0.5  # η_d (κ_i of νPI), in normalised-reward units
     dual_every: int = 1  # primal steps per dual step (N of Algorithm 1)
@@ -89,9 +90,12 @@ class PrimalDualTrainer:
             raise ValueError("parameters: nothing to train (no parameter requires grad)")
         self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
         self.modules = modules or {}
-        if config.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+        if int(config.grad_accum) < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {config.grad_accum}")
+        if config.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {config.optimizer!r}")
         self.opt = (torch.optim.Adam(self.params, lr=config.lr) if config.optimizer == "adam"
+                    else torch.optim.AdamW(self.params, lr=config.lr) if config.optimizer == "adamw"
                     else torch.optim.SGD(self.params, lr=config.lr, momentum=0.9))
         self.lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, config.steps, eta_min=0.05 * config.lr)
                          if config.lr_cosine else None)
@@ -112,27 +116,36 @@ class PrimalDualTrainer:
         target = cfg.steps if steps is None else min(cfg.steps, self.step + steps)
         bar = tqdm(total=target - self.step, disable=not progress, desc="primal-dual", leave=False)
         while self.step < target:
-            x0, kl = self.sample_batch(self.generator)
-            values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
-            kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype)
-            loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite Lagrangian ({loss.item()}) at step {self.step}; the run stops here and the "
-                    f"last checkpoint ({cfg.checkpoint_path}) is kept")
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # grad_accum micro-batches per optimiser step: L is linear in the batch means, so the
+            # accumulated gradient of L_j / A equals the gradient on the union of the micro-batches.
+            parts_v, parts_kl, loss_sum = [], [], 0.0
+            for _ in range(cfg.grad_accum):
+                x0, kl = self.sample_batch(self.generator)
+                values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
+                kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype, device=values.device)
+                loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite Lagrangian ({loss.item()}) at step {self.step}; the run stops here and the "
+                        f"last checkpoint ({cfg.checkpoint_path}) is kept")
+                (loss / cfg.grad_accum).backward()
+                parts_v.append(values.detach())
+                parts_kl.append(kl_mean.detach())
+                loss_sum += loss.item() / cfg.grad_accum
+            values = torch.cat(parts_v, 1)
+            kl_mean = torch.stack(parts_kl).mean()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
             if self.lr_sched is not None:
                 self.lr_sched.step()
             self.step += 1
-            expected = values.detach().mean(1).double().numpy()
+            expected = values.mean(1).double().cpu().numpy()
             slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
             if cfg.fixed_weights is None and self.step % cfg.dual_every == 0:
                 self.dual.update(slacks, kl=kl_mean.item())
-            state = AlignState(self.step, loss.item(), kl_mean.item(), expected, slacks, self.dual.lam.copy())
+            state = AlignState(self.step, loss_sum, kl_mean.item(), expected, slacks, self.dual.lam.copy())
             self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
                              "expected": expected.tolist(), "lam": state.lam.tolist()})
             if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:

@@ -1,0 +1,17 @@
+"""The Stable Diffusion rung: LoRA constrained alignment (Algorithm 1) and LoRA composition
+(Algorithm 3) on SD 1.5, with a tiny random pipeline that runs the same code on CPU.
+
+``import cda_lite`` never imports this package; ``import cda_lite.sd`` imports diffusers,
+transformers and peft lazily through the submodules:
+
+- :mod:`cda_lite.sd.load` — SD 1.5 from the hub or a local folder (clear error without weights)
+- :mod:`cda_lite.sd.tiny` — :func:`tiny_pipeline`, a few-MB random SD pipeline for tests and CPU
+- :mod:`cda_lite.sd.lora` — peft LoRA on the attention projections; diffusers-format save/load
+- :mod:`cda_lite.sd.sampling` — the ε-model wrapper (CFG, fixed prompt embeddings) and decoding
+- :mod:`cda_lite.sd.rewards` — reward registry by name (weight-free and weight-based)
+- :mod:`cda_lite.sd.train` — constrained LoRA alignment through :class:`cda_lite.align.PrimalDualTrainer`
+- :mod:`cda_lite.sd.compose` — product of LoRA adapters / prompts by Algorithm 3
+- :mod:`cda_lite.sd.presets` — one config per paper experiment (fig3, fig4, table2, fig5, table1, table4)
+
+Chapters 10 and 11; ``python -m cda_lite.sd train|compose --preset NAME [--tiny] --out DIR``.
+"""

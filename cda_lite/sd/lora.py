@@ -1,0 +1,98 @@
+"""LoRA adapters on the UNet's attention projections (to_q, to_k, to_v, to_out.0), as in the paper
+(rank 4), through peft as diffusers integrates it; saved in diffusers' LoRA format so that
+``pipe.load_lora_weights(folder)`` reads them back. Chapter 10.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def add_lora(unet, rank: int = 4, alpha: float | None = None, name: str = "default", init: str | bool = True,
+             seed: int | None = None) -> list[torch.nn.Parameter]:
+    """Attach a rank-``rank`` LoRA adapter ``name`` to ``unet`` and return its trainable parameters (fp32).
+
+    ``init=True`` is peft's default (B = 0: the adapter starts as the identity); ``init="random"``
+    also draws B (for tests and stand-in adapters that must change the output). Every other UNet
+    weight stays frozen.
+    """
+    from peft import LoraConfig
+
+    if int(rank) < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if init not in (True, "random"):
+        raise ValueError(f"init must be True or 'random', got {init!r}")
+    unet.requires_grad_(False)
+    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else rank),
+                     init_lora_weights="gaussian" if init == "random" else True, target_modules=list(TARGETS))
+    if seed is not None:
+        torch.manual_seed(seed)
+    unet.add_adapter(cfg, adapter_name=name)
+    params = []
+    for pname, p in unet.named_parameters():
+        if "lora_" in pname and f".{name}." in pname:
+            if init == "random" and "lora_B" in pname:
+                with torch.no_grad():
+                    p.normal_(0.0, 0.02)
+            p.data = p.data.float()
+            p.requires_grad_(True)
+            params.append(p)
+    if not params:
+        raise RuntimeError("add_lora: no LoRA parameters were created (are the attention modules named to_q/...?)")
+    return params
+
+
+def lora_parameters(unet, name: str = "default") -> list[torch.nn.Parameter]:
+    return [p for n, p in unet.named_parameters() if "lora_" in n and f".{name}." in n]
+
+
+def lora_state_dict(unet, name: str = "default") -> dict:
+    """The adapter's weights in diffusers' key format (``unet.…lora.down/up.weight``-style via peft)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=name))
+
+
+def save_lora(pipe, out_dir: str, name: str = "default") -> str:
+    """Write the adapter ``name`` of ``pipe.unet`` to ``out_dir`` (atomically: a temporary folder, then
+    rename) in the format ``pipe.load_lora_weights(out_dir)`` reads. Returns the weight file's path."""
+    import shutil
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    layers = {k: v.detach().float().cpu().contiguous() for k, v in lora_state_dict(pipe.unet, name).items()}
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-lora-")
+    try:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, safe_serialization=True)
+        if os.path.isdir(out_dir):
+            old = out_dir.rstrip("/") + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return os.path.join(out_dir, WEIGHT_NAME)
+
+
+def load_lora(pipe, folder: str, name: str) -> None:
+    """Load a saved adapter into ``pipe`` under ``name`` (diffusers' ``load_lora_weights``)."""
+    if not os.path.exists(os.path.join(folder, WEIGHT_NAME)):
+        raise FileNotFoundError(f"no LoRA weights ({WEIGHT_NAME}) in {folder!r}")
+    pipe.load_lora_weights(folder, adapter_name=name)
+
+
+def set_active(unet, name: str) -> None:
+    """Make adapter ``name`` the only active one (weight 1)."""
+    unet.set_adapters([name], weights=[1.0])

@@ -1,0 +1,170 @@
+"""Constrained LoRA alignment of Stable Diffusion (Algorithm 1) through the shared core,
+:class:`cda_lite.align.PrimalDualTrainer`: nothing here is SD-specific except ``sample_batch``.
+
+``sample_batch(generator)`` draws training prompts, runs :func:`cda_lite.differentiable.sample_differentiable`
+on the LoRA UNet (ε with classifier-free guidance) with the *same* UNet, adapter disabled, as the
+path-wise-KL reference, decodes to [0, 1] images and returns (images, KL per image). Prompt-aware
+rewards read the batch's prompts from a shared context. Every draw (prompts, K, x_T, step noise)
+comes from the trainer's generator, so ``resume`` continues exactly. Chapter 10.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from cda_lite.align import AlignConfig, PrimalDualTrainer
+from cda_lite.checkpoint import atomic_write_json
+from cda_lite.constraints import Constraint
+from cda_lite.differentiable import sample_differentiable
+from cda_lite.sd import lora as L
+from cda_lite.sd import sampling as S
+from cda_lite.sd.presets import AlignPreset, derived
+from cda_lite.sd.rewards import get_reward, normalizer
+
+
+class PromptContext:
+    """The prompts of the batch being scored (set by ``sample_batch``, read by prompt-aware rewards)."""
+
+    prompts: list | None = None
+
+
+def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None) -> list[Constraint]:
+    out = []
+    for spec in preset.constraints:
+        r = get_reward(spec.reward)
+        if isinstance(r, torch.nn.Module) and device is not None:
+            r.to(device)
+
+        def value(images, r=r):
+            return r(images, ctx.prompts)
+        out.append(Constraint(spec.reward, value, spec.level, spec.direction, normalizer(spec.reward)))
+    return out
+
+
+def align_config(p: AlignPreset) -> AlignConfig:
+    derived(p)  # checks divisibility
+    return AlignConfig(
+        steps=p.steps, batch_size=p.micro_batch, grad_accum=p.grad_accum, lr=p.lr, optimizer="adamw",
+        dual_lr=p.dual_lr, kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
+        dual_warmup=p.dual_warmup, lam_init=p.lam_init,
+        fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
+        sample_steps=p.sample_steps, eta=p.eta, grad_steps=p.grad_steps, random_truncation=p.random_truncation,
+        checkpointing=p.checkpointing, kl_weight=p.kl_weight, grad_clip=p.grad_clip, seed=p.seed,
+        on_infeasible="warn")
+
+
+def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
+    """Add a LoRA adapter to ``pipe.unet`` and return (trainer, eps, ref, chain, ctx)."""
+    if p.dual not in ("nupi", "ascent"):
+        raise ValueError(f"dual must be 'nupi' or 'ascent', got {p.dual!r}")
+    if p.eta <= 0:
+        raise ValueError("eta must be > 0: the path-wise KL needs a stochastic sampler")
+    params = L.add_lora(pipe.unet, p.lora_rank, name=adapter)
+    eps = S.SDEps(pipe.unet, p.guidance)
+    ref = S.AdapterOff(eps)
+    chain = S.make_chain(pipe, p.sample_steps, p.eta)
+    ctx = PromptContext()
+    cfg = align_config(p)
+    k_min = 2 if p.reference_final_step else 1  # with a shared last step, K = 1 carries no reward gradient
+    if p.reference_final_step and p.grad_steps < 2:
+        raise ValueError("grad_steps must be >= 2 when the last step is the reference's (reference_final_step)")
+
+    def decode(z):
+        if p.checkpointing and torch.is_grad_enabled():
+            return _checkpoint(lambda u: S.decode(pipe, u), z, use_reentrant=False)
+        return S.decode(pipe, z)
+
+    def sample_batch(gen):
+        idx = torch.randint(len(p.train_prompts), (p.micro_batch,), generator=gen)
+        prompts = [p.train_prompts[i] for i in idx.tolist()]
+        eps.set_prompts(pipe, prompts)
+        K = int(torch.randint(k_min, p.grad_steps + 1, (1,), generator=gen)) if p.random_truncation else p.grad_steps
+        x_T = S.initial_latents(pipe, p.micro_batch, p.height, p.width, gen, device=device)
+        out = sample_differentiable(eps, chain, x_T, ref_model=ref, grad_steps=K, generator=gen,
+                                    checkpointing=p.checkpointing,
+                                    deterministic_model=ref if p.reference_final_step else None)
+        ctx.prompts = prompts
+        return decode(out.x0), out.kl
+
+    trainer = PrimalDualTrainer(params, sample_batch, make_constraints(p, ctx, device), cfg)
+    return trainer, eps, ref, chain, ctx
+
+
+def _write_logs(trainer, names, out):
+    rows = []
+    for h in trainer.log:
+        row = {"step": h["step"], "loss": h["loss"], "kl": h["kl"], "seconds": h.get("seconds")}
+        row.update({f"E[{n}]": e for n, e in zip(names, h["expected"])})
+        row.update({f"lam[{n}]": lam for n, lam in zip(names, h["lam"])})
+        rows.append(row)
+    tmp = os.path.join(out, ".log.jsonl.tmp")
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, os.path.join(out, "log.jsonl"))
+    tmp = os.path.join(out, ".log.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    os.replace(tmp, os.path.join(out, "log.csv"))
+
+
+def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = True, device=None,
+        max_steps: int | None = None) -> dict:
+    """Train, logging every step (log.jsonl, log.csv), checkpointing every ``p.checkpoint_every`` steps
+    (checkpoint.pt + lora/), resuming from ``out/checkpoint.pt`` when ``resume``. A non-finite loss
+    stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json)."""
+    os.makedirs(out, exist_ok=True)
+    trainer, eps, ref, chain, ctx = build(pipe, p, device)
+    ckpt = os.path.join(out, "checkpoint.pt")
+    if resume and os.path.exists(ckpt):
+        trainer.resume(ckpt)
+    names = [c.name for c in trainer.constraints]
+    status = "done"
+    t0 = time.time()
+    try:
+        for _ in trainer.run(steps=max_steps, progress=progress):
+            trainer.log[-1]["seconds"] = time.time() - t0
+            t0 = time.time()
+            _write_logs(trainer, names, out)
+            if p.checkpoint_every and trainer.step % p.checkpoint_every == 0:
+                trainer.save(ckpt)
+                L.save_lora(pipe, os.path.join(out, "lora"))
+    except FloatingPointError as e:
+        status = f"stopped: {e}"
+        atomic_write_json({"status": status, "step": trainer.step}, os.path.join(out, "summary.json"))
+        raise
+    trainer.save(ckpt)
+    L.save_lora(pipe, os.path.join(out, "lora"))
+    last = trainer.log[-1] if trainer.log else {}
+    summary = {"status": status if trainer.step >= p.steps else "partial", "preset": p.name, "step": trainer.step,
+               "constraints": [c.describe() for c in trainer.constraints], "lam": trainer.lam.tolist(),
+               "lam_raw": trainer.lam_raw().tolist(), "last_expected": last.get("expected"),
+               "last_kl": last.get("kl"), "published": p.published}
+    atomic_write_json(summary, os.path.join(out, "summary.json"))
+    summary["trainer"] = trainer
+    return summary
+
+
+@torch.no_grad()
+def evaluate(pipe, p: AlignPreset, n: int = 8, seed: int = 1234, adapter_on: bool = True, device=None) -> dict:
+    """Mean raw reward of each constraint over ``n`` images of the evaluation prompts (adapter on/off)."""
+    gen = torch.Generator().manual_seed(seed)
+    eps = S.SDEps(pipe.unet, p.guidance)
+    prompts = [p.eval_prompts[i % len(p.eval_prompts)] for i in range(n)]
+    eps.set_prompts(pipe, prompts)
+    model = eps if adapter_on else S.AdapterOff(eps)
+    chain = S.make_chain(pipe, p.sample_steps, p.eta)
+    x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
+    x0 = sample_differentiable(model, chain, x_T, generator=gen).x0
+    images = S.decode(pipe, x0)
+    return {spec.reward: float(np.mean(get_reward(spec.reward)(images, prompts).cpu().numpy()))
+            for spec in p.constraints}

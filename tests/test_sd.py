@@ -1,0 +1,186 @@
+"""The Stable Diffusion rung on the tiny random pipeline (CPU): sampler agreement with diffusers,
+constrained LoRA training (3 constraints, dual step, resume), LoRA round trip through diffusers,
+composition (sampling and KL use one ε_λ), reward improvement, presets, missing weights."""
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+from cda_lite.sd import compose as C  # noqa: E402
+from cda_lite.sd import lora as L  # noqa: E402
+from cda_lite.sd import presets as P  # noqa: E402
+from cda_lite.sd import sampling as S  # noqa: E402
+from cda_lite.sd import train as T  # noqa: E402
+from cda_lite.sd.tiny import tiny_pipeline  # noqa: E402
+
+
+def small(p, **kw):
+    """The tiny fig3 preset at 16 px, 2 images per step, 4 DDIM steps."""
+    base = dict(images_per_step=2, micro_batch=2, height=16, width=16, sample_steps=4, grad_steps=2,
+                random_truncation=False, checkpoint_every=1)
+    base.update(kw)
+    return replace(p, **base)
+
+
+def test_sdeps_matches_diffusers_ddim():
+    pipe = tiny_pipeline()
+    prompts = ["a cat", "a dog"]
+    eps = S.SDEps(pipe.unet, 5.0).set_prompts(pipe, prompts)
+    x_T = S.initial_latents(pipe, 2, 32, 32, torch.Generator().manual_seed(0))
+    from cda_lite.sampling import sample
+    ours = sample(eps, S.schedule_of(pipe), x_T.shape, steps=4, eta=0.0, x_T=x_T)
+    # diffusers' DDIM ends at ᾱ = 1 only with set_alpha_to_one=True (our chain's last step)
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, set_alpha_to_one=True)
+    theirs = pipe(prompts, num_inference_steps=4, height=32, width=32, guidance_scale=5.0, latents=x_T.clone(),
+                  eta=0.0, output_type="latent").images
+    assert list(pipe.scheduler.timesteps) == list(S.make_chain(pipe, 4).ts)  # trailing: 999, 749, 499, 249
+    assert torch.allclose(ours, theirs, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """2 optimiser steps of the tiny fig3 preset (3 constraints, νPI/ascent dual, 2 micro-batches each)."""
+    out = str(tmp_path_factory.mktemp("fig3"))
+    p = small(P.get_preset("fig3", tiny=True), steps=2, images_per_step=4)
+    pipe = tiny_pipeline()
+    summary = T.run(pipe, p, out, progress=False)
+    return pipe, p, out, summary
+
+
+def test_training_three_constraints(trained):
+    pipe, p, out, s = trained
+    tr = s["trainer"]
+    assert len(tr.constraints) == 3 and tr.step == 2 and tr.config.grad_accum == 2
+    for f in ("checkpoint.pt", "log.csv", "log.jsonl", "summary.json", "lora/" + L.WEIGHT_NAME):
+        assert os.path.exists(os.path.join(out, f)), f
+    assert all(np.isfinite(h["loss"]) and h["kl"] >= 0 for h in tr.log)
+    assert tr.log[1]["kl"] > 0  # the adapter moved, so its chain differs from the base's
+
+
+def test_dual_update_with_three_constraints(trained):
+    _, p, _, s = trained
+    tr = s["trainer"]
+    lam = np.full(3, p.lam_init)
+    for h in tr.log:  # projected ascent (κ_p = 0): λ ← [λ − κ_i · s_i (E r_i − b_i)]₊, per constraint
+        slack = np.array([c.slack(e) for c, e in zip(tr.constraints, h["expected"])])
+        lam = np.maximum(lam - p.dual_lr * slack, 0)
+        assert np.allclose(h["lam"], lam)
+    assert len(set(np.round(lam, 6))) == 3  # three different multipliers
+
+
+def test_lora_roundtrip_through_diffusers(trained):
+    pipe, p, out, _ = trained
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    eps = S.SDEps(pipe.unet, 5.0).set_prompts(pipe, ["a cat", "a dog"])
+    with torch.no_grad():
+        e_trained, e_base = eps(x, 499), S.AdapterOff(eps)(x, 499)
+    fresh = tiny_pipeline()
+    eps_f = S.SDEps(fresh.unet, 5.0).set_prompts(fresh, ["a cat", "a dog"])
+    with torch.no_grad():
+        e_fresh = eps_f(x, 499)
+        fresh.load_lora_weights(os.path.join(out, "lora"))
+        e_loaded = eps_f(x, 499)
+    assert torch.allclose(e_fresh, e_base, atol=1e-6)
+    assert (e_loaded - e_fresh).abs().max() > 1e-4  # the adapter changes the UNet's output ...
+    assert torch.allclose(e_loaded, e_trained, atol=1e-5)  # ... exactly as the trained one does
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    p = small(P.get_preset("fig3", tiny=True), steps=2, random_truncation=True, grad_steps=3)
+    a = T.run(tiny_pipeline(), p, str(tmp_path / "a"), progress=False)["trainer"]
+    T.run(tiny_pipeline(), p, str(tmp_path / "b"), progress=False, max_steps=1)
+    b = T.run(tiny_pipeline(), p, str(tmp_path / "b"), progress=False)["trainer"]
+    assert b.step == 2
+    for pa, pb in zip(a.params, b.params):
+        assert torch.equal(pa, pb)
+    assert np.array_equal(a.dual.lam, b.dual.lam)
+    assert [h["loss"] for h in a.log] == [h["loss"] for h in b.log]
+
+
+def test_reward_moves_in_the_constrained_direction(tmp_path):
+    """Brightness ≥ vs ≤ (λ frozen, no KL, 3 steps): the two adapters end on opposite sides of the base
+    on held-out prompts with the same noise. A broken reward gradient (e.g. the last step only at
+    t = 0) leaves all three equal."""
+    p = small(P.get_preset("fig3", tiny=True), steps=3, images_per_step=4, micro_batch=4, lr=0.1, kl_weight=0.0,
+              fixed_weights=True, lam_init=10.0)
+    res = {}
+    for d in (">=", "<="):
+        q = replace(p, constraints=[P.ConstraintSpec("brightness", d, 0.5)])
+        pipe = tiny_pipeline()
+        T.run(pipe, q, str(tmp_path / ("ge" if d == ">=" else "le")), progress=False)
+        res[d] = T.evaluate(pipe, q, n=4, adapter_on=True)["brightness"]
+        base = T.evaluate(pipe, q, n=4, adapter_on=False)["brightness"]
+    assert res[">="] > base + 5e-3 and res["<="] < base - 5e-3
+
+
+def test_composition_uses_one_product_for_sampling_and_kl():
+    pipe = tiny_pipeline()
+    p = replace(P.get_preset("fig5", tiny=True), height=16, width=16, dual_steps=2, batch=2)
+    experts = C.make_experts(pipe, p)
+    experts.set_prompts(["a cat", "a dog"])
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    lam = np.array([0.5, 0.3, 0.2])
+    with torch.no_grad():
+        comps = experts.components(x, 499)
+        singles = []
+        for n in experts.names:  # each component = the UNet with that adapter alone
+            L.set_active(pipe.unet, n)
+            singles.append(experts.eps(x, 499))
+        prod = C.ProductEps(experts, lam)(x, 499)
+    assert torch.allclose(comps, torch.stack(singles), atol=1e-6)
+    assert (comps[0] - comps[1]).abs().max() > 1e-4
+    assert torch.allclose(prod, sum(l * c for l, c in zip(lam, comps)), atol=1e-6)
+    # KL(p_λ ‖ q_i) at a vertex λ = e_0: zero to expert 0, positive to the others (same ε_λ as sampling)
+    kls = C.product_kls(experts, [1.0, 0.0, 0.0], x, S.schedule_of(pipe), 2, torch.Generator().manual_seed(1))
+    assert kls[0] == pytest.approx(0.0, abs=1e-9) and kls[1] > 0 and kls[2] > 0
+    res = C.run(pipe, experts, p)
+    h = res.history
+    assert len(h) == 2 and np.allclose(np.sum(res.lam), 1) and np.all(res.lam >= 0)
+    # first dual step: λ ← Proj_Δ(1/3 + η_0 · KL) — the expert farthest away gains most weight
+    assert np.argmax(h[0]["lam"]) == np.argmax(h[0]["values"])
+
+
+def test_prompt_experts_batch_one_call():
+    pipe = tiny_pipeline()
+    p = replace(P.get_preset("table1", tiny=True), height=16, width=16)
+    ex = C.make_experts(pipe, p)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        comps = ex.components(x, 300)
+        for i, prompt in enumerate(p.prompts):
+            single = S.SDEps(pipe.unet, p.guidance).set_prompts(pipe, [prompt] * 2)(x, 300)
+            assert torch.allclose(comps[i], single, atol=1e-5)
+
+
+def test_presets_and_cli(tmp_path, capsys):
+    for n in P.names():
+        for tiny in (False, True):
+            P.derived(P.get_preset(n, tiny))
+    f3 = P.get_preset("fig3")
+    assert f3.grad_accum * f3.micro_batch == 64 and f3.sample_steps == 15 and f3.lam_init == 0.2
+    assert not set(f3.train_prompts) & set(f3.eval_prompts)
+    with pytest.raises(ValueError, match="known"):
+        P.get_preset("fig9")
+    with pytest.raises(ValueError, match="multiple"):
+        P.derived(replace(f3, micro_batch=5))
+    from cda_lite.sd.__main__ import main
+    assert main(["compose", "--preset", "table4", "--tiny", "--steps", "1", "--out", str(tmp_path / "c")]) == 0
+    assert os.path.exists(tmp_path / "c" / "summary.json")
+
+
+def test_missing_weights_error(tmp_path, monkeypatch):
+    from cda_lite.sd.load import MissingWeightsError, load_sd15
+
+    monkeypatch.setenv("CDA_SD_PATH", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match="CDA_SD_PATH"):
+        load_sd15()
+    monkeypatch.delenv("CDA_SD_PATH")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+        load_sd15()
