@@ -12,7 +12,7 @@ from cda_lite import schedules
 from cda_lite.exact import LinearReward, QuadraticReward, tilt
 from cda_lite.gmm import GaussianMixture
 from cda_lite.inference import (
-    WeightedReward, das, db_kla_eps, db_mpa_eps, ess, exponential_tempering, msdda_combine,
+    das, db_kla_eps, db_mpa_eps, ess, exponential_tempering, msdda_combine,
     polynomial_tempering, sample_blend_corrected, sample_db_kla, sample_db_mpa, sample_db_mpa_ls,
     sample_guided, sample_msdda, systematic_resample,
 )

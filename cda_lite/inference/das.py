@@ -91,9 +91,10 @@ class SMCResult:
     """Output of an SMC sampler (DAS or the corrected blend).
 
     x : (G·N, d) resampled particles with equal weights (G independent runs of N particles, run-major).
-    ess : (steps + 1, G) ESS after each weight update, before the resampling decision.
+    ess : (updates, G) ESS after each weight update, before the resampling decision (DAS: one per
+        step plus the final reward, steps + 1; the corrected blend: one per stochastic step plus one).
     lambdas : (steps + 1, G) temperature at each visited x_t (last row: x₀, λ = 1); None for blends.
-    resampled : (steps + 1, G) whether that update triggered resampling (the last row always does).
+    resampled : (updates, G) whether that update triggered resampling (the last row always does).
     log_weights : (G, N) normalised log-weights just before the final resampling.
     nfe : forward + backward ε-network evaluations per particle.
     """
@@ -152,7 +153,8 @@ def das(
     reward : callable on torch (n, d) → (n,), differentiable (e.g. :class:`~cda_lite.exact.QuadraticReward`).
     n : particles per run; ``groups`` independent runs go side by side (output has groups·n rows).
     tempering : ``"exp"`` (γ, see :func:`exponential_tempering`), ``"poly"`` (``power``),
-        ``"adaptive"`` (next λ by bisection so the ESS falls to at most ``ess_target`` of its value),
+        ``"adaptive"`` (the largest next λ, by bisection, that keeps the ESS at ≥ ``ess_target`` times
+        its current value; :func:`adaptive_next_lambda`),
         or ``"none"`` (λ = 1 from the first move).
     use_gradient : False drops the reward-gradient shift (the proposal is then the pretrained step).
     resample_threshold : resample when ESS < threshold·n (systematic resampling).

@@ -1,0 +1,197 @@
+"""Composition on a 2-D problem file: AND (Algorithms 2 and 3) or OR (the mixture dual), learned against exact.
+
+``--mode and``: λ of Algorithm 2 (annealed Langevin with Σλ_i s_i, a DSM-fitted model, Lemma 2 KLs;
+``lam_learned``), of Algorithm 3 (DDPM with ε = Σλ_i ε_i, Lemma 2 KLs; ``lam_dual_only``) and the exact
+λ* of ``cda_lite.exact.product_dual`` (``lam_exact``); for single-Gaussian experts also the closed-form
+fixed point of Algorithm 3 (``lam_dual_only_fixed_point``). ``kls_*`` are per-expert KLs: ``kls_learned``
+Lemma 2's estimates at the last round, ``kls_exact`` the exact KLs at λ*, ``kls_at_lam_learned`` the exact
+KLs of q_AND^λ at Algorithm 2's λ. ``mean_*`` are sample means (learned) and the exact product's mean.
+``--mode or``: λ of the primal-dual mixture training (``lam_learned``), of the dual with the exact mixture
+as primal (``lam_dual_only``) and ``mixture_dual``'s λ* (``lam_exact``), with ``mode_masses`` of the
+learned model's samples (nearest component mean of any expert), and those at equal weights.
+Experts are DSM-trained networks (``--experts learned``, cached by cda_lite.pretrained) or the exact
+ε of each expert (``--experts exact``). Chapters 5 and 6; ``python -m cda_lite.reproduce fig1|fig2``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from cda_lite import pick
+from cda_lite.compose import (ComposeConfig, and_dual_only, and_primal_dual, or_dual_exact, or_primal_dual,
+                              product_kls, product_of_experts, run_rounds, surrogate_fixed_point)
+from cda_lite.exact import mixture_dual, product_dual
+from cda_lite.gmm import GaussianMixture
+from cda_lite.metrics import mode_masses
+from cda_lite.models import ExactEps
+from cda_lite.pretrained import default_schedule, pretrain_2d
+from cda_lite.problems import CompositionProblem, load_problem
+from cda_lite.sampling import sample
+
+
+def add_arguments(p) -> None:
+    p.add_argument("problem", help="composition problem file (JSON with 'experts'; see the book's appendix)")
+    p.add_argument("--mode", choices=("and", "or"), default="and", help="product (AND) or mixture (OR)")
+    p.add_argument("--experts", choices=("learned", "exact"), default="learned",
+                   help="DSM-trained expert networks (cached) or the exact expert ε")
+    p.add_argument("--rounds", type=int, default=None, help="dual steps (default: fast 8, full 15)")
+    p.add_argument("--pretrain-steps", type=int, default=1500, help="DSM steps of each expert network")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-dual-only", action="store_true", help="skip Algorithm 3 (AND) / the exact-primal dual (OR)")
+
+
+def run(args) -> dict:
+    torch.set_num_threads(1)  # tiny networks: fastest single-threaded on shared CPUs
+    problem = load_problem(args.problem)
+    if not isinstance(problem, CompositionProblem):
+        raise ValueError(f"problem: {args.problem} is an alignment problem; compose2d needs 'experts'")
+    cfg = default_config(rounds=args.rounds, seed=args.seed)
+    fn = and_experiment if args.mode == "and" else or_experiment
+    out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,
+             dual_only=not args.no_dual_only)
+    out["problem"] = problem.name
+    return strip_samples(out)
+
+
+def default_config(rounds=None, seed: int = 0, **kw) -> ComposeConfig:
+    """The profile's settings: fast (CI, chapters) or full (better converged)."""
+    base = dict(rounds=rounds or pick(8, 15), seed=seed, n_samples=pick(1000, 3000),
+                langevin_steps=pick(10, 20), dsm_steps=pick(100, 200), dsm_steps_first=pick(500, 1500),
+                kl_samples=pick(1000, 3000), average_last=pick(3, 5))
+    base.update(kw)
+    return ComposeConfig(**base)
+
+
+def expert_models(experts, schedule, kind: str = "learned", pretrain_steps: int = 1500, seed: int = 0):
+    """ε-models of the experts: DSM-trained MLPs (``pretrain_2d``, cached) or their exact ε."""
+    if kind == "exact":
+        return [ExactEps(e, schedule) for e in experts]
+    if kind != "learned":
+        raise ValueError(f"experts: expected 'learned' or 'exact', got {kind!r}")
+    return [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed) for e in experts]
+
+
+def _mean(x):
+    return np.asarray(x, float).mean(0).tolist()
+
+
+def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
+                   dual_only: bool = True, schedule=None, dual_only_schedule=None) -> dict:
+    """Algorithm 2, Algorithm 3 and the exact answer on experts ``gms`` (GaussianMixtures).
+
+    ``schedule`` (default: the 2-D chapters' linear β 1e-4 → 0.1, T = 100) is the experts' schedule;
+    ``dual_only_schedule`` may give Algorithm 3 its own (exact experts only, e.g. the paper's T = 1000).
+    Returns a JSON-able dict; the rounds' samples and λ histories are included for plotting.
+    """
+    t0 = time.perf_counter()
+    config = config or default_config()
+    schedule = schedule or default_schedule()
+    star = product_dual(gms)
+    equal = np.full(len(gms), 1.0 / len(gms))
+    timing = {}
+    models = expert_models(gms, schedule, experts, pretrain_steps, config.seed)
+    timing["experts"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rounds = list(and_primal_dual(models, schedule, config))
+    alg2 = run_rounds(iter(rounds), config.average_last)
+    x_learned = sample(alg2.model, schedule, (config.kl_samples, gms[0].dim), seed=config.seed + 99).double().numpy()
+    timing["algorithm2"] = time.perf_counter() - t1
+    target = product_of_experts(gms, star.lam)
+    single = all(e.n_components == 1 for e in gms)
+    out = {
+        "mode": "and", "experts": experts, "T": schedule.T,
+        "lam_exact": star.lam, "kls_exact": star.kls, "max_kl_exact": star.max_kl,
+        "lam_learned": alg2.lam, "kls_learned": alg2.values, "kls_at_lam_learned": product_kls(gms, alg2.lam),
+        "max_kl_at_lam_learned": float(product_kls(gms, alg2.lam).max()),
+        "lam_history_learned": alg2.lam_history, "kls_history_learned": alg2.values_history,
+        "mean_learned": _mean(x_learned), "mean_mcmc_learned": _mean(alg2.samples),
+        "mean_exact": target.mean().tolist(),
+        "mean_equal_learned": _mean(rounds[0].samples),
+        "mean_equal_exact": product_of_experts(gms, equal).mean().tolist(),
+        "kls_equal_exact": product_kls(gms, equal),
+        "samples_learned": x_learned, "samples_equal_learned": rounds[0].samples,
+    }
+    if dual_only:
+        t1 = time.perf_counter()
+        sched3 = dual_only_schedule or schedule
+        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, config.seed)
+        alg3 = run_rounds(and_dual_only(models3, sched3, config), config.average_last)
+        timing["algorithm3"] = time.perf_counter() - t1
+        out.update({"lam_dual_only": alg3.lam, "kls_dual_only": alg3.values, "lam_history_dual_only": alg3.lam_history,
+                    "mean_dual_only": _mean(alg3.samples), "samples_dual_only": alg3.samples, "T_dual_only": sched3.T})
+        if single:
+            lam_fp, kls_fp = surrogate_fixed_point(gms, sched3)
+            out.update({"lam_dual_only_fixed_point": lam_fp, "max_kl_dual_only_fixed_point": float(kls_fp.max()),
+                        "kls_dual_only_fixed_point": kls_fp})
+    timing["total"] = time.perf_counter() - t0
+    out["seconds"] = timing["total"]
+    out["seconds_by_part"] = timing
+    return out
+
+
+def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
+                  dual_only: bool = True, schedule=None, n_data: int | None = None) -> dict:
+    """The OR dual, learned (a mixture network trained by DSM on expert data, λ by dual ascent on the
+    per-expert ELBO losses) and with the exact mixture as primal, against ``mixture_dual``'s λ*."""
+    t0 = time.perf_counter()
+    config = config or default_config()
+    schedule = schedule or default_schedule()
+    n_data = n_data or pick(10_000, 30_000)
+    star = mixture_dual(gms)
+    timing = {}
+    if experts == "exact":
+        data = [e.sample(n_data, seed=config.seed + i) for i, e in enumerate(gms)]
+    else:
+        models = expert_models(gms, schedule, experts, pretrain_steps, config.seed)
+        data = [sample(m, schedule, (n_data, gms[0].dim), seed=config.seed + 50 + i).double().numpy()
+                for i, m in enumerate(models)]
+    timing["experts"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rounds = list(or_primal_dual(data, schedule, config))
+    res = run_rounds(iter(rounds), config.average_last)
+    x = sample(res.model, schedule, (pick(4000, 10000), gms[0].dim), seed=config.seed + 99).double().numpy()
+    timing["primal_dual"] = time.perf_counter() - t1
+    centers = np.concatenate([e.means for e in gms])
+    comp_lam = lambda lam: np.concatenate([l * e.weights for l, e in zip(lam, gms)])  # noqa: E731
+    out = {
+        "mode": "or", "experts": experts, "T": schedule.T,
+        "lam_exact": star.lam, "entropy_exact": star.entropy,
+        "lam_learned": res.lam, "losses_learned": res.values, "lam_history_learned": res.lam_history,
+        "centers": centers, "mode_masses": mode_masses(x, centers),
+        "mode_masses_equal": mode_masses(rounds[0].samples, centers),
+        "mode_masses_exact": comp_lam(star.lam), "mode_masses_equal_exact": comp_lam(np.full(len(gms), 1 / len(gms))),
+        "mean_learned": _mean(x), "mean_exact": GaussianMixture.mixture_of(gms, star.lam).mean().tolist(),
+        "samples_learned": x, "samples_equal_learned": rounds[0].samples,
+        "expert_data_mode_masses": [mode_masses(d, centers) for d in data],
+    }
+    if dual_only:
+        t1 = time.perf_counter()
+        ex = run_rounds(or_dual_exact(gms, schedule, config), config.average_last)
+        timing["dual_exact_primal"] = time.perf_counter() - t1
+        out.update({"lam_dual_only": ex.lam, "losses_dual_only": ex.values, "lam_history_dual_only": ex.lam_history})
+    timing["total"] = time.perf_counter() - t0
+    out["seconds"] = timing["total"]
+    out["seconds_by_part"] = timing
+    return out
+
+
+_ARRAYS = ("samples_learned", "samples_equal_learned", "samples_dual_only")
+
+
+def format(result: dict) -> str:
+    r3 = lambda v: np.round(np.asarray(v, float), 3).tolist()  # noqa: E731
+    lines = [f"{result.get('problem', '')}: {result['mode'].upper()} composition, {result['experts']} experts, "
+             f"{result['seconds']:.1f} s"]
+    for key in ("lam_exact", "lam_learned", "lam_dual_only", "lam_dual_only_fixed_point", "kls_exact", "kls_learned",
+                "kls_at_lam_learned", "mean_exact", "mean_learned", "mean_equal_exact", "mean_equal_learned",
+                "mode_masses", "mode_masses_equal", "mode_masses_exact"):
+        if key in result:
+            lines.append(f"  {key:28s} {r3(result[key])}")
+    return "\n".join(lines)
+
+
+def strip_samples(result: dict) -> dict:
+    """The result without the sample arrays (for JSON output)."""
+    return {k: v for k, v in result.items() if k not in _ARRAYS}
