@@ -3,6 +3,7 @@
 #   make book              execute every chapter and build the HTML book (book/_build/html/)
 #   make book PROFILE=full the same with the longer "full" profile
 #   make test              unit tests + every chapter as a notebook test (profile fast)
+#   make student           student edition, solutions removed: build/student/notebooks/*.ipynb + HTML
 #   make lab               JupyterLab, with the .md chapters opening as notebooks
 #   make clean             remove build outputs (make distclean also removes .venv)
 #
@@ -30,10 +31,10 @@ export JUPYTER_PREFER_ENV_PATH := 1
 
 CHAPTERS := $(wildcard book/*.md)
 
-.PHONY: venv book test lab clean distclean help
+.PHONY: venv book student test lab clean distclean help
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMP)
 
@@ -58,6 +59,22 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build book -W --keep-going
 	@echo "Open book/_build/html/index.html"
+
+# Student edition: a copy of book/ with every {solution-start}..{solution-end} and {solution} block
+# removed (tools/strip_solutions.py) in build/student/book/, its chapters as notebooks to hand out in
+# build/student/notebooks/, and its HTML in build/student/book/_build/html/. The copy is built with
+# execute_notebooks: off by default, for speed (`make book` and `make test` already execute every
+# chapter, solutions included; students run the notebooks themselves), so the student pages show
+# code without outputs; `make student STUDENT_EXECUTE=force` executes the chapters (as long as `make book`).
+STUDENT         := build/student
+STUDENT_EXECUTE ?= off
+student: $(STAMP)
+	$(BIN)/python tools/strip_solutions.py book $(STUDENT)/book --execute $(STUDENT_EXECUTE)
+	@rm -rf $(STUDENT)/notebooks && mkdir -p $(STUDENT)/notebooks
+	@notebooks=$$(grep -l '^jupytext:' $(STUDENT)/book/*.md /dev/null); \
+	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../notebooks//ipynb" $$notebooks; fi
+	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(STUDENT)/book -W --keep-going
+	@echo "Hand out $(STUDENT)/notebooks/; open $(STUDENT)/book/_build/html/index.html"
 
 # Chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
 # pytest runs them with nbval next to the unit tests, in one command.

@@ -43,11 +43,13 @@ def pathwise_kl_step(eps_p: torch.Tensor, eps_q: torch.Tensor, weight: float) ->
 
 
 @torch.no_grad()
-def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0) -> tuple[float, float]:
+def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0,
+                dtype: torch.dtype = torch.float64) -> tuple[float, float]:
     """Monte-Carlo estimate (mean, standard error) of Lemma 1's path-wise KL(p ‖ q) along p's chain.
 
     The last step of a chain ending at ᾱ = 1 is deterministic (σ = 0) and contributes nothing; both
-    chains must use the same σ_t (same schedule, steps and η > 0).
+    chains must use the same σ_t (same schedule, steps and η > 0). ``dtype`` is the dtype the models
+    are called with (float32 for networks trained in float32); the sums are kept in float64.
     """
     if chain.eta <= 0:
         raise ValueError("the path-wise KL needs a stochastic sampler (eta > 0)")
@@ -56,8 +58,8 @@ def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0) -> tuple[f
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     total = torch.zeros(shape[0], dtype=torch.float64)
     for i, t in enumerate(chain.ts):
-        ep = model_p(x, int(t)).double()
-        eq = model_q(x, int(t)).double()
+        ep = model_p(x.to(dtype), int(t)).double()
+        eq = model_q(x.to(dtype), int(t)).double()
         total += pathwise_kl_step(ep, eq, weights[i])
         mean, sigma = step_mean_std(x, ep, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)
         x = mean + sigma * torch.randn(shape, generator=gen, dtype=torch.float64) if sigma > 0 else mean

@@ -4,6 +4,7 @@ timestep indices (an int or an (n,) tensor).
 - :class:`ExactEps` wraps a :class:`~cda_lite.gmm.GaussianMixture`: ε*(x, t) = −√(1−ᾱ_t) ∇log p_t(x)
   with p_t the exact VP marginal (the analytic ideal denoiser).
 - :class:`MLPEps` and :class:`ResNetEps` are small networks for 2-D data (Chapter 1).
+
 Samplers, KL estimators, DAS and blends accept any of them.
 """
 from __future__ import annotations

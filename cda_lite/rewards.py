@@ -5,7 +5,7 @@ values in [0, 1] (decoded images are mapped to [0, 1] exactly once, by the sampl
 
 - luminance Y = 0.2126 R + 0.7152 G + 0.0722 B
 - :func:`brightness` = mean Y;  :func:`global_contrast` = std Y (population std)
-- :func:`local_contrast` = mean |Y − GaussianBlur(Y)|, blur kernel 5, σ = 1 (reflect padding)
+- :func:`local_contrast` = mean ``|Y − GaussianBlur(Y)|``, blur kernel 5, σ = 1 (reflect padding)
 - :func:`saturation` = mean over pixels of (max − min)/(max + 1e-8) over the channels
 - :func:`colourfulness` (Hasler & Süsstrunk 2003) = √(σ_rg² + σ_yb²) + 0.3 √(μ_rg² + μ_yb²),
   rg = R − G, yb = ½(R + G) − B
@@ -75,7 +75,7 @@ def gaussian_blur(y: torch.Tensor, size: int = 5, sigma: float = 1.0) -> torch.T
 
 
 def local_contrast(images: torch.Tensor) -> torch.Tensor:
-    """mean |Y − GaussianBlur(Y; kernel 5, σ = 1)| per image."""
+    """mean ``|Y − GaussianBlur(Y; kernel 5, σ = 1)|`` per image."""
     y = luminance(images)
     return (y - gaussian_blur(y, 5, 1.0)).abs().flatten(1).mean(1)
 

@@ -35,7 +35,7 @@ def default_config(profile: str | None = None, **overrides) -> AlignConfig:
     """
     steps = {"fast": 400, "full": 1200}[profile] if profile else pick(400, 1200)
     cfg = AlignConfig(steps=steps, batch_size=64, lr=3e-3, dual_lr=0.5, dual_every=5, sample_steps=100,
-                      eta=1.0, lam_average=0.3, lr_cosine=False)
+                      eta=1.0, lam_average=0.3, lr_cosine=True)
     return replace(cfg, **overrides)
 
 

@@ -7,11 +7,11 @@ resampled (sequential Monte Carlo) towards the tilted target
 
 Intermediate targets at each visited x_t use Tweedie's look-ahead reward r(x̂₀(x_t)) tempered by
 λ_k, rising from 0 (noise end) to 1. The proposal is the pretrained step shifted along the reward
-gradient,
+gradient, ::
 
     m(x'|x) = N(μ_θ(x) + σ_t² λ_{k+1} ∇_x r(x̂₀(x))/α, σ_t²),
 
-and the incremental log-weight of a move x → x' is
+and the incremental log-weight of a move x → x' is ::
 
     log p_θ(x'|x) − log m(x'|x) + λ_{k+1} r(x̂₀(x'))/α − λ_k r(x̂₀(x))/α,
 
@@ -90,13 +90,13 @@ def adaptive_next_lambda(log_w: np.ndarray, R: np.ndarray, lam: np.ndarray, targ
 class SMCResult:
     """Output of an SMC sampler (DAS or the corrected blend).
 
-    x : (G·N, d) resampled particles with equal weights (G independent runs of N particles, run-major).
-    ess : (updates, G) ESS after each weight update, before the resampling decision (DAS: one per
-        step plus the final reward, steps + 1; the corrected blend: one per stochastic step plus one).
-    lambdas : (steps + 1, G) temperature at each visited x_t (last row: x₀, λ = 1); None for blends.
-    resampled : (updates, G) whether that update triggered resampling (the last row always does).
-    log_weights : (G, N) normalised log-weights just before the final resampling.
-    nfe : forward + backward ε-network evaluations per particle.
+    - x : (G·N, d) resampled particles with equal weights (G independent runs of N particles, run-major).
+    - ess : (updates, G) ESS after each weight update, before the resampling decision (DAS: one per
+      step plus the final reward, steps + 1; the corrected blend: one per stochastic step plus one).
+    - lambdas : (steps + 1, G) temperature at each visited x_t (last row: x₀, λ = 1); None for blends.
+    - resampled : (updates, G) whether that update triggered resampling (the last row always does).
+    - log_weights : (G, N) normalised log-weights just before the final resampling.
+    - nfe : forward + backward ε-network evaluations per particle.
     """
 
     x: torch.Tensor

@@ -9,6 +9,7 @@ pipeline's own β schedule with *trailing* spacing.
 - :class:`AdapterOff` — the same UNet with its LoRA adapters disabled: the frozen reference of the
   path-wise KL without a second copy of the weights.
 - :func:`decode` — latents → images in [0, 1] (the only place the [−1, 1] → [0, 1] map happens).
+
 Chapter 10.
 """
 from __future__ import annotations

@@ -1,0 +1,156 @@
+"""Composition (Chapters 5–6): Lemma 2 against closed-form KLs, the surrogate product score against
+the exact noised product, annealed Langevin against exact product moments, Algorithm 3 and the OR
+dual against the exact λ* of cda_lite.exact, and input validation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cda_lite.compose import (ComposeConfig, and_dual_only, elbo_loss, or_dual_exact, product_kls,
+                              product_of_experts, run_rounds, surrogate_chain_gaussian, surrogate_fixed_point,
+                              surrogate_eps, surrogate_gaussian, surrogate_score)
+from cda_lite.exact import gaussian_kl, mixture_dual, product_dual
+from cda_lite.gmm import GaussianMixture
+from cda_lite.kl import pointwise_kl
+from cda_lite.langevin import annealed_langevin, langevin_levels, mean_curvature
+from cda_lite.models import ExactEps
+from cda_lite.paths import data_path
+from cda_lite.pretrained import default_schedule
+from cda_lite.problems import load_problem
+from cda_lite.sampling import sample
+from cda_lite.schedules import linear
+
+G = GaussianMixture.gaussian
+
+
+def _experts(name):
+    return load_problem(data_path("problems", f"{name}.json")).experts
+
+
+UNEQUAL = [G([1.0, 0.0], 0.025), G([-1.0, 0.0], 0.5)]
+
+
+def test_lemma2_matches_closed_form_gaussian_kl_and_unweighted_does_not():
+    sched = linear(1000, 1e-4, 0.02)
+    p = G([0.5, -0.2], [[0.3, 0.1], [0.1, 0.2]])
+    q = G([-0.4, 0.3], [[0.5, 0.0], [0.0, 0.8]])
+    x0 = torch.from_numpy(p.sample(600, seed=1))
+    est = pointwise_kl(ExactEps(p, sched), ExactEps(q, sched), sched, x0, weighted=True)
+    exact = gaussian_kl(p.means[0], p.covs[0], q.means[0], q.covs[0])
+    assert abs(est - exact) < 0.05 * exact, (est, exact)
+    unweighted = pointwise_kl(ExactEps(p, sched), ExactEps(q, sched), sched, x0, weighted=False)
+    assert unweighted > 10 * exact  # a sum of ε-MSEs over 1000 steps is not a KL
+
+
+def test_surrogate_score_exact_at_t0_and_for_equal_covariances_only():
+    lam = np.array([0.3, 0.7])
+    equal = [G([1.0, 0.0], 0.05), G([-1.0, 0.5], 0.05)]
+    for ab in (1.0, 0.7, 0.2):
+        s, ex = surrogate_gaussian(equal, lam, ab), product_of_experts(equal, lam).noised(ab)
+        assert np.allclose(s.means, ex.means, atol=1e-12) and np.allclose(s.covs, ex.covs, atol=1e-12)
+    assert np.allclose(surrogate_gaussian(UNEQUAL, lam, 1.0).covs, product_of_experts(UNEQUAL, lam).covs)
+    s, ex = surrogate_gaussian(UNEQUAL, lam, 0.5), product_of_experts(UNEQUAL, lam).noised(0.5)
+    assert np.abs(s.means - ex.means).max() > 0.05 and np.abs(s.covs - ex.covs).max() > 0.05
+    # the library path (Σ λ_i of the ε-models' scores) is the surrogate Gaussian's score
+    sched = default_schedule()
+    t = 40
+    x = torch.randn(50, 2, dtype=torch.float64)
+    score = surrogate_score([ExactEps(e, sched) for e in UNEQUAL], lam, sched)(x, t)
+    ref = surrogate_gaussian(UNEQUAL, lam, sched.alphas_cumprod[t]).score(x)
+    assert torch.allclose(score, ref, atol=1e-8)
+
+
+def test_annealed_langevin_matches_exact_product_moments():
+    sched = default_schedule()
+    lam = np.array([0.21, 0.79])
+    score = surrogate_score([ExactEps(e, sched) for e in UNEQUAL], lam, sched)
+    x = annealed_langevin(score, sched, (4000, 2), levels=10, steps_per_level=20, step_scale=0.05, seed=3)
+    x = x.double().numpy()
+    target = product_of_experts(UNEQUAL, lam)
+    assert np.abs(x.mean(0) - target.means[0]).max() < 0.02, (x.mean(0), target.means[0])
+    assert np.allclose(np.cov(x.T), target.covs[0], atol=0.1 * target.covs[0][0, 0]), np.cov(x.T)
+    # curvature estimate = mean precision for a Gaussian
+    g = G([0.0, 0.0], [[0.2, 0.0], [0.0, 0.05]])
+    kappa = mean_curvature(lambda z, t: g.score(z), torch.randn(256, 2, dtype=torch.float64), 0)
+    assert abs(kappa - (5 + 20) / 2) < 1e-4
+    levels = langevin_levels(sched, 10)
+    assert levels[0] == sched.T - 1 and levels[-1] == 0 and np.all(np.diff(levels) < 0)
+
+
+def test_algorithm3_reaches_lambda_star_for_equal_covariances():
+    experts = _experts("fig1_and")
+    sched = default_schedule()
+    cfg = ComposeConfig(rounds=5, n_samples=400, kl_timesteps=5, average_last=2)
+    res = run_rounds(and_dual_only([ExactEps(e, sched) for e in experts], sched, cfg), cfg.average_last)
+    lam_star = product_dual(experts).lam
+    assert np.allclose(lam_star, [0.495, 0.2525, 0.2525], atol=1e-3)
+    assert np.abs(res.lam - lam_star).max() < 0.01, res.lam_history
+
+
+def test_surrogate_chain_law_and_its_fixed_point_for_unequal_covariances():
+    sched = default_schedule()
+    lam = np.array([0.4, 0.6])
+    out = surrogate_chain_gaussian(UNEQUAL, lam, sched)
+    # Monte-Carlo of the same DDPM chain against the closed-form propagation
+    x = sample(surrogate_eps([ExactEps(e, sched) for e in UNEQUAL], lam), sched, (20000, 2), seed=2).double().numpy()
+    assert np.abs(x.mean(0) - out.means[0]).max() < 0.01
+    assert np.allclose(np.cov(x.T), out.covs[0], atol=0.004)
+    assert out.means[0][0] > 0
+    lam_fp, kls_fp = surrogate_fixed_point(UNEQUAL, sched)
+    star = product_dual(UNEQUAL)
+    assert np.allclose(star.lam, [0.2096, 0.7904], atol=1e-3) and abs(star.max_kl - 3.638) < 1e-3
+    assert abs(lam_fp[0] - 0.5) < 0.03  # not λ*
+    assert abs(kls_fp[0] - kls_fp[1]) < 1e-6 and kls_fp.max() > star.max_kl
+    assert np.allclose(product_kls(UNEQUAL, star.lam), star.kls)
+
+
+def test_elbo_loss_differences_are_cross_entropy_differences():
+    sched = default_schedule()
+    p = G([0.2, 0.0], 0.3)
+    q1, q2 = G([0.0, 0.0], 0.1), G([0.5, 0.3], 0.4)
+    model = ExactEps(p, sched)
+    l1 = elbo_loss(model, q1.sample(4000, seed=0), sched)
+    l2 = elbo_loss(model, q2.sample(4000, seed=0), sched)
+
+    def ce(q):  # −E_q log p = KL(q‖p) + H(q)
+        h = 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * q.covs[0]))
+        return gaussian_kl(q.means[0], q.covs[0], p.means[0], p.covs[0]) + h
+
+    assert abs((l1 - l2) - (ce(q1) - ce(q2))) < 0.1, (l1 - l2, ce(q1) - ce(q2))
+
+
+def test_or_dual_reaches_mixture_dual():
+    experts = _experts("fig2_or")
+    sched = default_schedule()
+    cfg = ComposeConfig(rounds=6, n_samples=1000, average_last=2)
+    res = run_rounds(or_dual_exact(experts, sched, cfg), cfg.average_last)
+    star = mixture_dual(experts).lam
+    assert np.allclose(star, [1 / 3, 2 / 3], atol=1e-3)
+    assert np.abs(res.lam - star).max() < 0.02, res.lam_history
+
+
+def test_bad_inputs_raise_value_error():
+    sched = default_schedule()
+    m = [ExactEps(e, sched) for e in UNEQUAL]
+    with pytest.raises(ValueError, match="lam"):
+        surrogate_score(m, [0.7, 0.7], sched)
+    with pytest.raises(ValueError, match="lam"):
+        product_of_experts(UNEQUAL, [1.0])
+    with pytest.raises(ValueError, match="experts"):
+        next(and_dual_only(m[:1], sched))
+    with pytest.raises(ValueError, match="experts"):
+        product_kls([UNEQUAL[0]], [1.0])
+    with pytest.raises(ValueError, match="rounds"):
+        ComposeConfig(rounds=0)
+    with pytest.raises(ValueError, match="kl_source"):
+        ComposeConfig(kl_source="both")
+    with pytest.raises(ValueError, match="levels"):
+        annealed_langevin(lambda x, t: -x, sched, (10, 2), levels=[0, 5])
+    with pytest.raises(ValueError, match="step"):
+        annealed_langevin(lambda x, t: -x, sched, (10, 2), step="huge")
+    with pytest.raises(ValueError, match="x0"):
+        elbo_loss(m[0], np.zeros(5), sched)
+    with pytest.raises(ValueError, match="expert_data"):
+        from cda_lite.compose import or_primal_dual
+        next(or_primal_dual([np.zeros((10, 2))], sched))

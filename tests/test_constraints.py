@@ -1,0 +1,271 @@
+"""The primal-dual core (cda_lite.constraints): dual updates checked step by step against hand
+computations, the simplex projection against a generic QP solver, normalisation against the exact tilt."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from cda_lite.constraints import (Constraint, DualAscent, RewardNormalizer, SimplexDual, lagrangian,
+                                  project_simplex, weighted_objective)
+from cda_lite.exact import InfeasibleConstraintError, LinearReward, QuadraticReward, tilt
+from cda_lite.gmm import GaussianMixture
+from cda_lite.grid import Grid
+
+
+# ----------------------------------------------------------------------------- DualAscent
+def test_projected_ascent_by_hand():
+    d = DualAscent(1, lr=0.5, init=1.0)
+    # λ ← [λ − η · slack]₊ : 1 + 0.5·0.4 = 1.2; 1.2 − 0.5·1 = 0.7; [0.7 − 0.5·3]₊ = 0; stays 0 while met
+    for slack, expected in [(-0.4, 1.2), (1.0, 0.7), (3.0, 0.0), (0.2, 0.0), (-0.1, 0.05)]:
+        lam = d.update([slack])
+        assert lam == pytest.approx([expected], abs=1e-15)
+    assert d.step == 5
+    assert np.allclose(d.lam_history[:, 0], [1.2, 0.7, 0.0, 0.0, 0.05])
+    assert [h["slacks"] for h in d.history] == [[-0.4], [1.0], [3.0], [0.2], [-0.1]]
+
+
+def test_default_init_is_one_over_m():
+    assert np.allclose(DualAscent(4).lam, 0.25)
+    assert np.allclose(DualAscent(2, init=[0.0, 3.0]).lam, [0.0, 3.0])
+
+
+def test_nupi_with_zero_kappa_p_is_plain_ascent():
+    rng = np.random.default_rng(0)
+    slacks = rng.normal(size=(30, 3))
+    plain = DualAscent(3, lr=0.3, init=[0.5, 0.1, 2.0])
+    nupi = DualAscent(3, lr=0.3, kappa_p=0.0, nu=0.7, init=[0.5, 0.1, 2.0])
+    for s in slacks:
+        assert np.array_equal(plain.update(s), nupi.update(s))
+
+
+def test_nupi_proportional_term_by_hand():
+    # e = −slack; ξ_k = ν ξ_{k−1} + (1−ν) e_k (ξ_0 = 0); λ ← [λ + κ_i e_k + κ_p (ξ_k − ξ_{k−1})]₊
+    ki, kp, nu = 0.5, 2.0, 0.5
+    d = DualAscent(1, lr=ki, kappa_p=kp, nu=nu, init=1.0)
+    slacks = [-0.4, -0.2, 0.6, 0.1]
+    lam, xi = 1.0, 0.0
+    by_hand = []
+    for s in slacks:
+        e = -s
+        xi_new = nu * xi + (1 - nu) * e
+        lam = max(lam + ki * e + kp * (xi_new - xi), 0.0)
+        xi = xi_new
+        by_hand.append(lam)
+    # written out: ξ = 0.2, 0.2, −0.2, −0.15 → λ = 1.6, 1.7, 0.6, 0.65
+    assert np.allclose(by_hand, [1.6, 1.7, 0.6, 0.65])
+    got = [d.update([s])[0] for s in slacks]
+    assert np.allclose(got, by_hand, atol=1e-14)
+    # the proportional term reacts to changes of the violation: it differs from plain ascent
+    plain = DualAscent(1, lr=ki, init=1.0)
+    assert not np.allclose([plain.update([s])[0] for s in slacks], got)
+
+
+def test_warmup_ramps_the_first_steps():
+    d = DualAscent(1, lr=1.0, warmup=4, init=0.0)
+    lams = [d.update([-1.0])[0] for _ in range(6)]
+    # steps scaled by 1/4, 2/4, 3/4, 1, 1, 1
+    assert np.allclose(np.diff([0.0] + lams), [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_infeasibility_is_reported_after_patience_steps():
+    d = DualAscent(2, lr=0.1, patience=3, names=["height", "near c"])
+    d.update([0.5, -1.0])
+    d.update([0.5, -1.0])
+    with pytest.raises(InfeasibleConstraintError, match="near c") as err:
+        d.update([0.5, -1.0])
+    assert err.value.constraints == [1]
+    assert "height" not in str(err.value)
+
+
+def test_a_met_step_resets_the_violation_count():
+    d = DualAscent(1, lr=0.1, patience=3)
+    for s in [-1, -1, 0.1, -1, -1, 0.2, -1, -1]:
+        d.update([s])  # never three violations in a row
+    with pytest.raises(InfeasibleConstraintError, match="constraint 0"):
+        d.update([-1])
+
+
+def test_infeasibility_warn_and_ignore():
+    d = DualAscent(1, lr=0.1, patience=2, on_infeasible="warn", names=["reach"])
+    d.update([-1.0])
+    with pytest.warns(RuntimeWarning, match="reach"):
+        d.update([-1.0])
+    quiet = DualAscent(1, lr=0.1, patience=2, on_infeasible="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            quiet.update([-1.0])
+    assert quiet.lam[0] == pytest.approx(1.0 + 0.5)
+
+
+def test_averaged_is_the_mean_of_the_last_iterates():
+    d = DualAscent(1, lr=1.0, init=0.0)
+    for _ in range(8):
+        d.update([-1.0])  # λ = 1, 2, ..., 8
+    assert d.averaged(0.25) == pytest.approx([7.5])
+    assert d.averaged(1.0) == pytest.approx([4.5])
+    assert np.allclose(DualAscent(1, init=0.3).averaged(), [0.3])
+
+
+def test_dual_state_dict_round_trip():
+    rng = np.random.default_rng(1)
+    a = DualAscent(2, lr=0.2, kappa_p=0.5, nu=0.3, warmup=5, patience=10)
+    for s in rng.normal(size=(4, 2)):
+        a.update(s, kl=0.1)
+    state = json.loads(json.dumps(a.state_dict()))  # plain data
+    b = DualAscent(2, lr=0.2, kappa_p=0.5, nu=0.3, warmup=5, patience=10)
+    b.load_state_dict(state)
+    for s in rng.normal(size=(6, 2)):
+        assert np.array_equal(a.update(s), b.update(s))
+    assert a.history == b.history and a.step == b.step == 10
+    assert np.array_equal(a.xi, b.xi)
+
+
+def test_dual_ascent_bad_inputs():
+    with pytest.raises(ValueError):
+        DualAscent(0)
+    with pytest.raises(ValueError, match="lr"):
+        DualAscent(1, lr=0.0)
+    with pytest.raises(ValueError, match="on_infeasible"):
+        DualAscent(1, on_infeasible="shout")
+    with pytest.raises(ValueError, match="λ"):
+        DualAscent(2, init=[-0.1, 1.0])
+    d = DualAscent(2)
+    with pytest.raises(ValueError, match="slacks"):
+        d.update([0.1])
+    with pytest.raises(FloatingPointError):
+        d.update([0.1, float("nan")])
+
+
+# ----------------------------------------------------------------------------- simplex
+def _qp_projection(v):
+    n = len(v)
+    res = minimize(lambda x: np.sum((x - v) ** 2), np.full(n, 1.0 / n), jac=lambda x: 2 * (x - v),
+                   method="SLSQP", bounds=[(0, None)] * n,
+                   constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1, "jac": lambda x: np.ones(n)}],
+                   options=dict(ftol=1e-14, maxiter=500))
+    return res.x
+
+
+def test_project_simplex_matches_a_qp_solver():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 8):
+        for scale in (0.3, 1.0, 5.0):
+            v = rng.normal(size=n) * scale
+            p = project_simplex(v)
+            assert p.min() >= 0 and p.sum() == pytest.approx(1.0, abs=1e-12)
+            assert np.allclose(p, _qp_projection(v), atol=1e-6)
+    inside = np.array([0.2, 0.3, 0.5])
+    assert np.allclose(project_simplex(inside), inside)
+
+
+def test_project_simplex_bad_inputs():
+    for bad in ([], [[0.5, 0.5]], [0.5, np.nan]):
+        with pytest.raises(ValueError):
+            project_simplex(bad)
+
+
+def test_simplex_dual_decay_by_hand():
+    d = SimplexDual(2, lr=1.0, decay=0.5)
+    # η_k = 1, 0.5, 0.25; g = (0.2, 0): (0.7, 0.5)→(0.6, 0.4); (0.7, 0.4)→(0.65, 0.35); (0.7, 0.35)→(0.675, 0.325)
+    for expected in ([0.6, 0.4], [0.65, 0.35], [0.675, 0.325]):
+        assert np.allclose(d.update([0.2, 0.0]), expected, atol=1e-14)
+    assert d.step == 3 and d.lam_history.shape == (3, 2)
+    assert np.allclose(d.averaged(2), [0.6625, 0.3375])
+    e = SimplexDual(2, lr=1.0, decay=0.5)
+    e.load_state_dict(json.loads(json.dumps(d.state_dict())))
+    assert np.array_equal(e.update([0.0, 0.1]), d.update([0.0, 0.1]))
+
+
+def test_simplex_dual_moves_weight_to_the_worst_expert():
+    d = SimplexDual(3, lr=0.1)
+    for _ in range(20):
+        lam = d.update([1.0, 0.0, 0.0])
+    assert lam[0] > 0.9 and lam.sum() == pytest.approx(1.0)
+
+
+def test_simplex_dual_bad_inputs():
+    with pytest.raises(ValueError):
+        SimplexDual(1)
+    with pytest.raises(ValueError, match="simplex"):
+        SimplexDual(2, init=[0.7, 0.7])
+    with pytest.raises(ValueError, match="values"):
+        SimplexDual(2).update([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="values"):
+        SimplexDual(2).update([1.0, np.inf])
+
+
+# ----------------------------------------------------------------------------- normalisation
+def test_reward_normalizer_fit():
+    rng = np.random.default_rng(0)
+    v = rng.normal(3.0, 2.0, size=1000)
+    n = RewardNormalizer.fit(v)
+    assert n.mean == pytest.approx(v.mean(), rel=1e-12)
+    assert n.std == pytest.approx(v.std(ddof=1), rel=1e-12)
+    z = n(torch.as_tensor(v))
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-12) and float(z.std()) == pytest.approx(1.0, rel=1e-12)
+    assert n.to_raw_level(0.5) == pytest.approx(v.mean() + 0.5 * v.std(ddof=1))
+
+
+def test_reward_normalizer_bad_inputs():
+    with pytest.raises(ValueError, match="std"):
+        RewardNormalizer(0.0, 0.0)
+    with pytest.raises(ValueError, match="mean"):
+        RewardNormalizer(float("nan"), 1.0)
+    with pytest.raises(ValueError):
+        RewardNormalizer.fit([1.0])
+    with pytest.raises(ValueError, match="spread"):
+        RewardNormalizer.fit([2.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        RewardNormalizer.fit([1.0, np.nan, 2.0])
+
+
+def test_raw_multiplier_gives_the_same_tilt():
+    """λ_σ on (r − m)/s tilts q exactly as λ_raw = λ_σ/s on r (the constant −λ_σ m/s cancels in Z)."""
+    gm = GaussianMixture([0.4, 0.6], [[-1.0, 0.0], [1.0, 0.5]], [np.eye(2) * 0.3, [[0.5, 0.1], [0.1, 0.2]]])
+    lam_sigma = 0.8
+    grid = Grid((-7.0, -7.0), (7.0, 7.0), 300)
+    pts = grid.points
+    for r in (LinearReward([1.0, -0.5]), QuadraticReward(np.eye(2), [1.0, 1.0])):
+        norm = RewardNormalizer.fit(r(gm.sample(20_000, seed=0)))
+        c = Constraint("r", r, 0.5, normalizer=norm)
+        lam_raw = c.to_raw_multiplier(lam_sigma)
+        assert lam_raw == pytest.approx(lam_sigma / norm.std)
+        # the σ-unit tilt, normalised numerically on a grid, with the constant m kept in
+        log_u = gm.log_prob(pts) + lam_sigma * (r(pts) - norm.mean) / norm.std
+        log_u -= log_u.max()
+        log_p = log_u - np.log(np.exp(log_u).sum() * grid.cell_area)
+        exact = tilt(gm, [r], [lam_raw]).log_prob(pts)
+        mass = exact > -15
+        assert np.abs(log_p - exact)[mass].max() < 1e-6
+        assert c.raw_level() == pytest.approx(norm.mean + 0.5 * norm.std)
+    assert Constraint("r", LinearReward([1.0, 0.0]), 0.5).to_raw_multiplier(0.8) == 0.8  # no normaliser
+
+
+def test_constraint_value_slack_and_direction():
+    r = LinearReward([1.0, 0.0])
+    x = torch.tensor([[1.0, 5.0], [3.0, -1.0]], dtype=torch.float64)
+    ge = Constraint("a", r, 1.5, ">=", RewardNormalizer(1.0, 2.0))
+    assert torch.allclose(ge.value(x), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert ge.slack(2.0) == pytest.approx(0.5) and ge.sign == 1.0
+    le = Constraint("b", r, 1.5, "<=")
+    assert le.slack(2.0) == pytest.approx(-0.5) and le.sign == -1.0
+    assert ge.describe()["units"] == "sigma" and le.describe()["units"] == "raw"
+    with pytest.raises(ValueError, match="direction"):
+        Constraint("c", r, 1.0, "=>")
+    with pytest.raises(ValueError, match="level"):
+        Constraint("c", r, float("inf"))
+
+
+def test_lagrangian_and_weighted_objective_by_hand():
+    cons = [Constraint("a", None, 0.5, ">="), Constraint("b", None, 1.0, "<=")]
+    rewards = torch.tensor([[1.0, 2.0], [0.0, 4.0]], dtype=torch.float64)  # means 1.5 and 2.0
+    kl = torch.tensor(0.3, dtype=torch.float64)
+    # L = KL − λ₁ (1.5 − 0.5) − λ₂ · (−1) · (2.0 − 1.0) = 0.3 − 2·1 + 0.5·1
+    assert float(lagrangian(kl, rewards, cons, [2.0, 0.5])) == pytest.approx(-1.2)
+    # weighted baseline: KL − Σ w_i s_i mean r_i = 0.3 − 2·1.5 + 0.5·2
+    assert float(weighted_objective(kl, rewards, [2.0, 0.5], signs=[1.0, -1.0])) == pytest.approx(-1.7)
+    assert float(weighted_objective(kl, rewards, [2.0, 0.5])) == pytest.approx(0.3 - 3.0 - 1.0)

@@ -1,0 +1,84 @@
+"""KL estimators (cda_lite.kl) against closed forms: Lemma 1's path-wise KL against the exact KL of two
+linear-Gaussian chains, Lemma 2's point-wise KL against the Gaussian KL of the final laws."""
+import numpy as np
+import pytest
+import torch
+
+from cda_lite.exact import gaussian_kl
+from cda_lite.gmm import GaussianMixture
+from cda_lite.kl import gaussian_chain_kl, pathwise_kl, pathwise_weights, pointwise_kl
+from cda_lite.models import ExactEps
+from cda_lite.pretrained import default_schedule
+from cda_lite.sampling import Chain, mean_eps_coefficient
+from cda_lite.schedules import linear
+
+P = GaussianMixture.gaussian([0.5, 0.3], [[0.6, 0.1], [0.1, 0.4]])
+Q = GaussianMixture.gaussian([0.0, 0.0], [[1.0, 0.3], [0.3, 0.5]])
+KL_PQ = gaussian_kl(P.means[0], P.covs[0], Q.means[0], Q.covs[0])
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_pathwise_kl_matches_the_exact_chain_kl(steps, eta):
+    schedule = default_schedule()
+    chain = Chain.make(schedule, steps, eta)
+    mean, se = pathwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), chain, (4000, 2), seed=1)
+    exact = gaussian_chain_kl(P, Q, chain)
+    assert 0 < se < 0.05 * exact
+    assert abs(mean - exact) < 4 * se
+
+
+def test_pathwise_kl_of_a_model_to_itself_is_zero():
+    schedule = default_schedule()
+    chain = Chain.make(schedule, 10, 1.0)
+    mean, se = pathwise_kl(ExactEps(P, schedule), ExactEps(P, schedule), chain, (100, 2))
+    assert mean == 0.0 and se == 0.0
+    assert gaussian_chain_kl(P, P, chain) == pytest.approx(0.0, abs=1e-14)
+
+
+def test_pathwise_weights_are_c_squared_over_two_sigma_squared():
+    chain = Chain.make(default_schedule(), 5, 1.0)
+    w = pathwise_weights(chain)
+    assert w[-1] == 0.0  # the last step (to ᾱ = 1) is deterministic
+    i = 1
+    ab_t, ab_s = chain.ab_t[i], chain.ab_s[i]
+    sigma2 = (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)  # DDPM posterior variance (η = 1)
+    c = -np.sqrt(ab_s) * np.sqrt(1 - ab_t) / np.sqrt(ab_t) + np.sqrt(1 - ab_s - sigma2)
+    assert c == pytest.approx(mean_eps_coefficient(ab_t, ab_s, 1.0))
+    assert w[i] == pytest.approx(c * c / (2 * sigma2), rel=1e-12)
+
+
+def test_chain_kl_exceeds_the_terminal_kl_and_converges_to_it():
+    """Data processing: the KL of the whole chain ≥ the KL of its end point; with exact scores the gap
+    closes as the chain refines (T = 1000 schedule, ᾱ_T ≈ 4e-5, so both chains start ≈ at N(0, I))."""
+    schedule = linear(1000, 1e-4, 0.02)
+    kls = [gaussian_chain_kl(P, Q, Chain.make(schedule, n, 1.0)) for n in (10, 50, 200)]
+    gaps = np.array(kls) - KL_PQ
+    assert np.all(gaps > 0)
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 0.06 * KL_PQ and gaps[0] > 0.4 * KL_PQ
+
+
+def test_pointwise_kl_matches_the_gaussian_kl():
+    schedule = linear(1000, 1e-4, 0.02)
+    x0 = torch.from_numpy(P.sample(2000, seed=0))
+    est = pointwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), schedule, x0)
+    assert est == pytest.approx(KL_PQ, rel=0.05)
+    # the unbiased random-timestep variant estimates the same sum
+    est_t = pointwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), schedule, x0, n_t=50, seed=3)
+    assert est_t == pytest.approx(KL_PQ, rel=0.08)
+    # dropping Lemma 2's weights (as the public code does) gives a number that is not a KL
+    unweighted = pointwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), schedule, x0, weighted=False, n_t=50)
+    assert unweighted > 10 * KL_PQ
+
+
+def test_pointwise_kl_bad_input():
+    schedule = linear(10, 1e-4, 0.02)
+    with pytest.raises(ValueError, match="x0"):
+        pointwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), schedule, torch.zeros(5))
+
+
+def test_pathwise_kl_needs_a_stochastic_sampler():
+    schedule = default_schedule()
+    with pytest.raises(ValueError, match="eta"):
+        pathwise_kl(ExactEps(P, schedule), ExactEps(Q, schedule), Chain.make(schedule, 10, 0.0), (10, 2))
