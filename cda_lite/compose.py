@@ -60,19 +60,19 @@ class ComposeConfig:
     dual_lr_scale: float = 0.2  # AND with dual_lr=None: η_0 · mean KL at λ = 1/m (scale-free first step)
     dual_decay: float = 0.9  # η_k = η_0 · decay^k (the paper decays the dual step by 0.9)
     average_last: int = 3  # the reported λ is the mean of the last iterates (Polyak averaging)
-    n_samples: int = 1000  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
+    n_samples: int = 500  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
     seed: int = 0
     # Algorithm 2: annealed Langevin with the surrogate score
     langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = 0
-    langevin_steps: int = 20  # Langevin steps per level (the paper's code: 10 × 10)
+    langevin_steps: int = 10  # Langevin steps per level (the paper's code: 10 × 10)
     langevin_step: str | float = "curvature"  # "curvature", "beta" (h = scale·β_t) or a fixed step
     langevin_step_scale: float = 0.1  # h_t = scale / mean precision ("curvature"); the paper: 2 with "beta"
     langevin_final_steps: int = 60  # Langevin steps at the last level, where the particles settle
-    langevin_t_min: int = 1  # last Langevin level; DDPM steps with Σλ_i ε_i carry the particles on to t = 0
-    # (a DSM-trained network's score at t = 0 is poorly learned and Langevin would follow it at full
-    # strength; 0 runs Langevin down to t = 0, exact for exact experts)
+    langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
+    # t = 0. Use 1 with DSM-trained experts: a network's score at t = 0 is poorly learned (its DSM target has
+    # almost no signal there) and Langevin would follow it at full strength. 0 is exact for exact experts.
     # the primal model (Algorithm 2 and OR): an MLPEps trained by DSM, warm-started across rounds
-    dsm_steps_first: int = 500  # DSM steps in the first round (from scratch)
+    dsm_steps_first: int = 300  # DSM steps in the first round (from scratch)
     dsm_steps: int = 100  # DSM steps in every later round
     batch_size: int = 256
     model_lr: float = 2e-3

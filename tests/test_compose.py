@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cda_lite.compose import (ComposeConfig, and_dual_only, elbo_loss, or_dual_exact, product_kls,
-                              product_of_experts, run_rounds, surrogate_chain_gaussian, surrogate_fixed_point,
-                              surrogate_eps, surrogate_gaussian, surrogate_score)
+from cda_lite.compose import (ComposeConfig, and_dual_only, and_primal_dual, elbo_loss, or_dual_exact, product_kls,
+                              product_of_experts, run_rounds, sample_product_mcmc, surrogate_chain_gaussian,
+                              surrogate_eps, surrogate_fixed_point, surrogate_gaussian, surrogate_score)
 from cda_lite.exact import gaussian_kl, mixture_dual, product_dual
 from cda_lite.gmm import GaussianMixture
 from cda_lite.kl import pointwise_kl
@@ -86,6 +86,26 @@ def test_algorithm3_reaches_lambda_star_for_equal_covariances():
     lam_star = product_dual(experts).lam
     assert np.allclose(lam_star, [0.495, 0.2525, 0.2525], atol=1e-3)
     assert np.abs(res.lam - lam_star).max() < 0.01, res.lam_history
+
+
+def test_algorithm2_with_exact_experts_reaches_lambda_star():
+    experts = _experts("fig1_and")
+    sched = default_schedule()
+    cfg = ComposeConfig(rounds=3, n_samples=300, dsm_steps_first=150, dsm_steps=50, kl_samples=300, average_last=2,
+                        langevin_levels=6, langevin_steps=5, langevin_final_steps=30)
+    res = run_rounds(and_primal_dual([ExactEps(e, sched) for e in experts], sched, cfg), cfg.average_last)
+    assert np.abs(res.lam - product_dual(experts).lam).max() < 0.02, res.lam_history
+
+
+def test_mcmc_stopping_at_t1_then_ddpm_steps_matches_product():
+    sched = default_schedule()
+    equal = [G([1.0, 0.0], 0.05), G([-1.0, 0.5], 0.05)]
+    lam = np.array([0.3, 0.7])
+    x = sample_product_mcmc([ExactEps(e, sched) for e in equal], lam, sched, (3000, 2),
+                            ComposeConfig(langevin_t_min=1), seed=4).double().numpy()
+    target = product_of_experts(equal, lam)
+    assert np.abs(x.mean(0) - target.means[0]).max() < 0.02
+    assert np.allclose(np.cov(x.T), target.covs[0], atol=0.006)
 
 
 def test_surrogate_chain_law_and_its_fixed_point_for_unequal_covariances():

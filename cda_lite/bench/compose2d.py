@@ -14,6 +14,7 @@ Experts are DSM-trained networks (``--experts learned``, cached by cda_lite.pret
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -57,8 +58,8 @@ def run(args) -> dict:
 
 def default_config(rounds=None, seed: int = 0, **kw) -> ComposeConfig:
     """The profile's settings: fast (CI, chapters) or full (better converged)."""
-    base = dict(rounds=rounds or pick(8, 15), seed=seed, n_samples=pick(1000, 3000),
-                langevin_steps=pick(10, 20), dsm_steps=pick(100, 200), dsm_steps_first=pick(500, 1500),
+    base = dict(rounds=rounds or pick(8, 15), seed=seed, n_samples=pick(500, 2000),
+                langevin_steps=pick(10, 20), dsm_steps=pick(100, 200), dsm_steps_first=pick(300, 1000),
                 kl_samples=pick(1000, 3000), average_last=pick(3, 5))
     base.update(kw)
     return ComposeConfig(**base)
@@ -94,6 +95,8 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     models = expert_models(gms, schedule, experts, pretrain_steps, config.seed)
     timing["experts"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    if experts == "learned":  # stop Langevin at t = 1: a network's score at t = 0 is poorly learned
+        config = dataclasses.replace(config, langevin_t_min=max(config.langevin_t_min, 1))
     rounds = list(and_primal_dual(models, schedule, config))
     alg2 = run_rounds(iter(rounds), config.average_last)
     x_learned = sample(alg2.model, schedule, (config.kl_samples, gms[0].dim), seed=config.seed + 99).double().numpy()
@@ -139,6 +142,9 @@ def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = 
     config = config or default_config()
     schedule = schedule or default_schedule()
     n_data = n_data or pick(10_000, 30_000)
+    # a larger loss-evaluation set, and a longer first fit (its samples give the equal-weights mode masses)
+    config = dataclasses.replace(config, n_samples=max(config.n_samples, pick(1000, 3000)),
+                                 dsm_steps_first=max(config.dsm_steps_first, pick(500, 1000)))
     star = mixture_dual(gms)
     timing = {}
     if experts == "exact":
