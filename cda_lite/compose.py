@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -63,7 +63,7 @@ class ComposeConfig:
     n_samples: int = 500  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
     seed: int = 0
     # Algorithm 2: annealed Langevin with the surrogate score
-    langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = 0
+    langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = langevin_t_min
     langevin_steps: int = 10  # Langevin steps per level (the paper's code: 10 × 10)
     langevin_step: str | float = "curvature"  # "curvature", "beta" (h = scale·β_t) or a fixed step
     langevin_step_scale: float = 0.1  # h_t = scale / mean precision ("curvature"); the paper: 2 with "beta"
@@ -87,8 +87,7 @@ class ComposeConfig:
 
     def __post_init__(self):
         for name in ("rounds", "n_samples", "langevin_levels", "langevin_steps", "langevin_final_steps",
-                     "dsm_steps_first", "batch_size",
-                     "kl_samples", "average_last"):
+                     "dsm_steps_first", "batch_size", "kl_samples", "average_last"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -125,7 +124,6 @@ class ComposeResult:
     samples: np.ndarray  # the last round's samples
     model: torch.nn.Module | None
     seconds: float
-    dual: SimplexDual = field(repr=False, default=None)
 
     @property
     def values(self) -> np.ndarray:

@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
                    help="DSM-trained expert networks (cached) or the exact expert ε")
     p.add_argument("--rounds", type=int, default=None, help="dual steps (default: fast 8, full 15)")
     p.add_argument("--pretrain-steps", type=int, default=1500, help="DSM steps of each expert network")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the algorithms (MCMC, DSM, sampling)")
+    p.add_argument("--expert-seed", type=int, default=0, help="training seed of the expert networks")
     p.add_argument("--no-dual-only", action="store_true", help="skip Algorithm 3 (AND) / the exact-primal dual (OR)")
 
 
@@ -51,7 +52,7 @@ def run(args) -> dict:
     cfg = default_config(rounds=args.rounds, seed=args.seed)
     fn = and_experiment if args.mode == "and" else or_experiment
     out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,
-             dual_only=not args.no_dual_only)
+             dual_only=not args.no_dual_only, expert_seed=args.expert_seed)
     out["problem"] = problem.name
     return strip_samples(out)
 
@@ -79,7 +80,7 @@ def _mean(x):
 
 
 def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
-                   dual_only: bool = True, schedule=None, dual_only_schedule=None) -> dict:
+                   dual_only: bool = True, schedule=None, dual_only_schedule=None, expert_seed: int = 0) -> dict:
     """Algorithm 2, Algorithm 3 and the exact answer on experts ``gms`` (GaussianMixtures).
 
     ``schedule`` (default: the 2-D chapters' linear β 1e-4 → 0.1, T = 100) is the experts' schedule;
@@ -92,7 +93,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     star = product_dual(gms)
     equal = np.full(len(gms), 1.0 / len(gms))
     timing = {}
-    models = expert_models(gms, schedule, experts, pretrain_steps, config.seed)
+    models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed)
     timing["experts"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if experts == "learned":  # stop Langevin at t = 1: a network's score at t = 0 is poorly learned
@@ -119,7 +120,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     if dual_only:
         t1 = time.perf_counter()
         sched3 = dual_only_schedule or schedule
-        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, config.seed)
+        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, expert_seed)
         alg3 = run_rounds(and_dual_only(models3, sched3, config), config.average_last)
         timing["algorithm3"] = time.perf_counter() - t1
         out.update({"lam_dual_only": alg3.lam, "kls_dual_only": alg3.values, "lam_history_dual_only": alg3.lam_history,
@@ -135,7 +136,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
 
 
 def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
-                  dual_only: bool = True, schedule=None, n_data: int | None = None) -> dict:
+                  dual_only: bool = True, schedule=None, n_data: int | None = None, expert_seed: int = 0) -> dict:
     """The OR dual, learned (a mixture network trained by DSM on expert data, λ by dual ascent on the
     per-expert ELBO losses) and with the exact mixture as primal, against ``mixture_dual``'s λ*."""
     t0 = time.perf_counter()
@@ -150,7 +151,7 @@ def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = 
     if experts == "exact":
         data = [e.sample(n_data, seed=config.seed + i) for i, e in enumerate(gms)]
     else:
-        models = expert_models(gms, schedule, experts, pretrain_steps, config.seed)
+        models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed)
         data = [sample(m, schedule, (n_data, gms[0].dim), seed=config.seed + 50 + i).double().numpy()
                 for i, m in enumerate(models)]
     timing["experts"] = time.perf_counter() - t0
