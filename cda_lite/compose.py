@@ -43,7 +43,7 @@ from cda_lite.gmm import GaussianMixture
 from cda_lite.kl import lemma2_weights, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
 from cda_lite.models import ExactEps, LinearCombinationEps, MLPEps
-from cda_lite.sampling import Chain, mean_eps_coefficient, sample, step_mean_std
+from cda_lite.sampling import Chain, mean_eps_coefficient, sample, step_sigma
 from cda_lite.schedules import Schedule
 from cda_lite.train import train_dsm
 
@@ -204,7 +204,7 @@ class _SurrogateChain:
             self.A.append(math.sqrt(1 - ab_t) * Ci)
             self.b.append(-math.sqrt(1 - ab_t) * math.sqrt(ab_t) * np.einsum("ijk,ik->ij", Ci, mu))
             c = mean_eps_coefficient(float(ab_t), float(ab_s), eta)
-            _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), float(ab_t), float(ab_s), eta)
+            sigma = step_sigma(float(ab_t), float(ab_s), eta)
             self.scal.append((math.sqrt(ab_s / ab_t), c, sigma))  # mean = √(ᾱ_s/ᾱ_t) x + c ε
 
     def output(self, lam) -> GaussianMixture:

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std
+from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std, step_sigma
 from cda_lite.schedules import Schedule
 
 
@@ -31,7 +31,7 @@ def pathwise_weights(chain: Chain) -> np.ndarray:
     """c_t² / (2σ_t²) per step of the chain (inf-free: steps with σ = 0 get weight 0 and must not differ)."""
     w = []
     for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
-        _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), float(ab_t), float(ab_s), chain.eta)
+        sigma = step_sigma(float(ab_t), float(ab_s), chain.eta)
         c = mean_eps_coefficient(float(ab_t), float(ab_s), chain.eta)
         w.append(c * c / (2 * sigma * sigma) if sigma > 0 else 0.0)
     return np.array(w)
@@ -87,7 +87,7 @@ def gaussian_chain_kl(p, q, chain: Chain) -> float:
     for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
         Ap, bp = affine_eps(p, ab_t)
         Aq, bq = affine_eps(q, ab_t)
-        _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), float(ab_t), float(ab_s), chain.eta)
+        sigma = step_sigma(float(ab_t), float(ab_s), chain.eta)
         c = mean_eps_coefficient(float(ab_t), float(ab_s), chain.eta)
         if sigma > 0:
             dA, db = Ap - Aq, bp - bq

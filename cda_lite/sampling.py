@@ -29,12 +29,17 @@ def tweedie_x0(x: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
     return (x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)
 
 
+def step_sigma(ab_t: float, ab_s: float, eta: float) -> float:
+    """σ_t = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_s) of the DDIM(η) step ᾱ_t → ᾱ_s (0 when ᾱ_s = 1)."""
+    return eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+
+
 def step_mean_std(x: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_s: float, eta: float):
     """Mean and standard deviation of the DDIM(η) transition x_t → x_s (s < t; ab_s = 1 at the end).
 
     Returns ``(mean, sigma)`` with ``sigma`` a Python float.
     """
-    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+    sigma = step_sigma(ab_t, ab_s, eta)
     x0 = (x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
     mean = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
     return mean, sigma
@@ -45,7 +50,7 @@ def mean_eps_coefficient(ab_t: float, ab_s: float, eta: float) -> float:
 
     The path-wise KL weights ‖Δε‖² by c²/(2σ²) (Lemma 1).
     """
-    sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+    sigma = step_sigma(ab_t, ab_s, eta)
     return -math.sqrt(ab_s) * math.sqrt(1 - ab_t) / math.sqrt(ab_t) + math.sqrt(max(1 - ab_s - sigma**2, 0.0))
 
 

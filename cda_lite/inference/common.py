@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cda_lite._checks import as_float_array, check_finite
-from cda_lite.sampling import step_mean_std, tweedie_x0
+from cda_lite.sampling import step_mean_std, step_sigma, tweedie_x0  # noqa: F401 (step_sigma re-exported)
 
 
 def model_dtype(model) -> torch.dtype:
@@ -21,12 +21,6 @@ def common_dtype(models) -> torch.dtype:
     """float32 if any model is a float32 network, else float64."""
     dts = {model_dtype(m) for m in models}
     return torch.float32 if torch.float32 in dts else torch.float64
-
-
-def step_sigma(ab_t: float, ab_s: float, eta: float) -> float:
-    """σ of the DDIM(η) step ᾱ_t → ᾱ_s, as returned by :func:`cda_lite.sampling.step_mean_std`."""
-    zero = torch.zeros(1, 1, dtype=torch.float64)
-    return float(step_mean_std(zero, zero, ab_t, ab_s, eta)[1])
 
 
 class WeightedReward:
