@@ -424,8 +424,9 @@ def _simplex_solve(objective, equalised, m, maximise=False, tol=1e-12, lam0=None
                 continue
         v = equalised(lam)
         level = v[active].max()
-        # KKT: inactive entries must not exceed the common level (for min-max) / fall below it (max)
-        viol = (~active) & ((v > level + 1e-9) if not maximise else (v > level + 1e-9))
+        # KKT: an inactive expert's value may not exceed the common level of the active ones — its KL
+        # (AND, min-max) or its cross-entropy (OR, where ∂H/∂λ_i = CE_i − 1) would pull λ_i up
+        viol = (~active) & (v > level + 1e-9)
         if not viol.any():
             break
         active |= viol
