@@ -4,6 +4,7 @@
 #   make book PROFILE=full the same with the longer "full" profile
 #   make test              unit tests + every chapter as a notebook test (profile fast)
 #   make student           student edition, solutions removed: build/student/notebooks/*.ipynb + HTML
+#   make test-site         build the book, then check every page in headless Chromium (build/site-check/)
 #   make lab               JupyterLab, with the .md chapters opening as notebooks
 #   make clean             remove build outputs (make distclean also removes .venv)
 #
@@ -31,10 +32,10 @@ export JUPYTER_PREFER_ENV_PATH := 1
 
 CHAPTERS := $(wildcard book/*.md)
 
-.PHONY: venv book student test lab clean distclean help
+.PHONY: venv book student test test-site lab clean distclean help
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMP)
 
@@ -88,6 +89,16 @@ test: $(STAMP)
 	  --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests $(NBTEST) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi; \
 	exit $$rc
+
+# The rendered site in a real browser (tools/site_check.py): after `make book`, every page of
+# book/_build/html is opened in the system's headless Chromium (chromium + chromium-driver are
+# apt-get installed when missing; nothing is downloaded from the web) and must load without console
+# errors, make no off-host request, show MathJax-typeset maths, load every image and resolve every
+# internal link; notebook pages must offer their .ipynb. Screenshots and report.{txt,json} go to
+# build/site-check/; the target fails on any problem.
+SITE_CHECK := build/site-check
+test-site: book
+	$(BIN)/python tools/site_check.py book/_build/html --screenshots $(SITE_CHECK) --install-browser
 
 lab: $(STAMP)
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

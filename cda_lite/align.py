@@ -12,6 +12,8 @@ weighted-objective baseline (λ frozen).
 returns differentiable samples with their path-wise KL, so the digits and Stable Diffusion rungs
 reuse it unchanged. :func:`finetune` builds that function for an ε-model and a frozen reference.
 ``run()`` is a generator yielding :class:`AlignState` each primal step (Chapter 4 plots it live).
+With ``polish`` > 0 the last primal steps run at λ frozen to its average, so the model returned is the
+best response to the multipliers reported.
 Checkpoints are atomic; ``resume`` continues bit-for-bit; a non-finite loss stops the run and
 leaves the last good checkpoint in place.
 """
@@ -50,13 +52,14 @@ class AlignConfig:
     lam_init: float | list | None = None  # initial λ (default 1/m)
     fixed_weights: list | None = None  # freeze λ at these weights: the weighted baseline
     sample_steps: int = 20  # sampler steps of the chain being fine-tuned
-    eta: float = 1.0  # sampler stochasticity (> 0 for the path-wise KL)
+    eta: float | str = 1.0  # sampler stochasticity: DDIM η > 0, or "large" (σ² = β_t); path-wise KL needs noise
     grad_steps: int | None = None  # K: backprop through the last K steps (None: all)
     random_truncation: bool = False  # draw K uniformly from 1..grad_steps each step (AlignProp)
     checkpointing: bool = False  # gradient checkpointing of each network call
     kl_weight: float = 1.0  # multiplies the KL term (1 = the paper's Lagrangian)
     grad_clip: float | None = 1.0
     lam_average: float = 0.25  # report λ averaged over this last fraction of dual steps
+    polish: float = 0.0  # last fraction of primal steps run at λ frozen to that average (no dual steps)
     patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
     on_infeasible: str = "raise"
     seed: int = 0
@@ -106,6 +109,7 @@ class PrimalDualTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.log: list[dict] = []
+        self._window: list[np.ndarray] = []  # slacks of the primal steps since the last dual step
 
     # ------------------------------------------------------------------ loop
     def run(self, steps: int | None = None, progress: bool = False) -> Iterator[AlignState]:
@@ -115,7 +119,14 @@ class PrimalDualTrainer:
         cfg = self.config
         target = cfg.steps if steps is None else min(cfg.steps, self.step + steps)
         bar = tqdm(total=target - self.step, disable=not progress, desc="primal-dual", leave=False)
+        polish_start = cfg.steps - int(round(cfg.polish * cfg.steps))
         while self.step < target:
+            polishing = cfg.fixed_weights is None and self.step >= polish_start
+            if polishing:
+                # Polish: the last primal steps answer the averaged multiplier, so the returned model
+                # is the best response to the λ that is reported (the last iterate alone chases the
+                # dual noise).
+                self.dual.lam = self.dual.averaged(cfg.lam_average)
             self.opt.zero_grad(set_to_none=True)
             # grad_accum micro-batches per optimiser step: L is linear in the batch means, so the
             # accumulated gradient of L_j / A equals the gradient on the union of the micro-batches.
@@ -143,8 +154,13 @@ class PrimalDualTrainer:
             self.step += 1
             expected = values.mean(1).double().cpu().numpy()
             slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
-            if cfg.fixed_weights is None and self.step % cfg.dual_every == 0:
-                self.dual.update(slacks, kl=kl_mean.item())
+            # The dual step uses the slacks averaged over the primal steps since the last one (every
+            # batch of the window counts: √N less noise than the last batch alone).
+            if not polishing:
+                self._window.append(slacks)
+            if not polishing and cfg.fixed_weights is None and self.step % cfg.dual_every == 0:
+                self.dual.update(np.mean(self._window, axis=0), kl=kl_mean.item())
+                self._window = []
             state = AlignState(self.step, loss_sum, kl_mean.item(), expected, slacks, self.dual.lam.copy())
             self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
                              "expected": expected.tolist(), "lam": state.lam.tolist()})
@@ -178,6 +194,7 @@ class PrimalDualTrainer:
                 "opt": self.opt.state_dict(), "dual": self.dual.state_dict(),
                 "lr_sched": None if self.lr_sched is None else self.lr_sched.state_dict(),
                 "generator": self.generator.get_state(), "log": list(self.log),
+                "window": [w.tolist() for w in self._window],
                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "config": asdict(self.config)}
 
@@ -192,6 +209,7 @@ class PrimalDualTrainer:
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
         self.log = list(state["log"])
+        self._window = [np.asarray(w, dtype=float) for w in state.get("window", [])]
         for k, m in self.modules.items():
             if k in state.get("modules", {}):
                 m.load_state_dict(state["modules"][k])

@@ -43,7 +43,7 @@ from cda_lite.gmm import GaussianMixture
 from cda_lite.kl import lemma2_weights, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
 from cda_lite.models import ExactEps, LinearCombinationEps, MLPEps
-from cda_lite.sampling import Chain, mean_eps_coefficient, sample, step_sigma
+from cda_lite.sampling import Chain, batch_shape, mean_eps_coefficient, sample, step_sigma
 from cda_lite.schedules import Schedule
 from cda_lite.train import train_dsm
 
@@ -297,24 +297,28 @@ def sample_product_mcmc(models, lam, schedule: Schedule, shape, config: ComposeC
     return x
 
 
-def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = None, dim: int = 2,
+def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = None, dim: int | tuple = 2,
                     model: torch.nn.Module | None = None) -> Iterator[ComposeRound]:
     """Algorithm 2 (primal-dual AND composition) over ε-models ``experts``; yields every round.
 
-    ``model`` is the primal ε-network (default: a fresh MLPEps); it is trained in place by DSM on the
-    MCMC samples of q_AND^λ, warm-started from the previous round.
+    ``model`` is the primal ε-network (default: a fresh MLPEps, for vector data); it is trained in place
+    by DSM on the MCMC samples of q_AND^λ, warm-started from the previous round. ``dim``: the size of
+    one sample or its shape (images need an explicit ``model``).
     """
     config = config or ComposeConfig()
     experts = _check_models(experts)
     m = len(experts)
     gen_seed = config.seed
+    if model is None and not isinstance(dim, (int, np.integer)):
+        raise ValueError(f"model: the default MLPEps takes vectors; pass a model for samples of shape {dim}")
     if model is None:
         torch.manual_seed(gen_seed)
         model = MLPEps(schedule.T, dim=dim, hidden=config.hidden, layers=config.layers)
     lam = np.full(m, 1.0 / m)
     dual = None
     for k in range(config.rounds):
-        x_mcmc = sample_product_mcmc(experts, lam, schedule, (config.n_samples, dim), config, seed=gen_seed + 1000 * k)
+        x_mcmc = sample_product_mcmc(experts, lam, schedule, batch_shape(config.n_samples, dim), config,
+                                     seed=gen_seed + 1000 * k)
         if not torch.isfinite(x_mcmc).all():
             raise FloatingPointError(f"annealed Langevin diverged in round {k}; lower langevin_step_scale")
         steps = config.dsm_steps_first if k == 0 else config.dsm_steps
@@ -323,8 +327,8 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
             pass
         model.eval()
         if config.kl_source == "model":
-            x0 = sample(model, schedule, (config.kl_samples, dim), steps=config.sampler_steps, eta=1.0,
-                        seed=gen_seed + 1000 * k + 2)
+            x0 = sample(model, schedule, batch_shape(config.kl_samples, dim), steps=config.sampler_steps,
+                        eta=1.0, seed=gen_seed + 1000 * k + 2)
         else:
             x0 = x_mcmc[: config.kl_samples]
         kls = np.array([pointwise_kl(model, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
@@ -337,21 +341,34 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
 
 
 # --------------------------------------------------------------------------- AND: Algorithm 3
+def surrogate_kls(experts, lam, schedule: Schedule, config: ComposeConfig | None = None, dim: int | tuple = 2,
+                  sample_seed: int = 0, kl_seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """One evaluation of Algorithm 3 at a given λ (no dual step): ``config.n_samples`` samples of the
+    surrogate ε = Σ λ_i ε_i through the DDPM chain and Lemma 2's KL(surrogate ‖ q_i) for every expert on
+    them. Returns ``(kls, samples)``. Chapter 9 evaluates equal and learned weights with it."""
+    config = config or ComposeConfig()
+    experts = _check_models(experts)
+    eps = surrogate_eps(experts, lam)
+    x0 = sample(eps, schedule, batch_shape(config.n_samples, dim), steps=config.sampler_steps, eta=1.0,
+                seed=sample_seed)
+    kls = np.array([pointwise_kl(eps, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
+                                 seed=kl_seed) for e in experts])
+    return kls, x0
+
+
 def and_dual_only(experts, schedule: Schedule, config: ComposeConfig | None = None,
-                  dim: int = 2) -> Iterator[ComposeRound]:
+                  dim: int | tuple = 2) -> Iterator[ComposeRound]:
     """Algorithm 3 (dual-only AND composition): sample the surrogate ε = Σ λ_i ε_i through the DDPM
-    chain, estimate KL(surrogate ‖ q_i) by Lemma 2 on its forward-noised samples, step λ."""
+    chain, estimate KL(surrogate ‖ q_i) by Lemma 2 on its forward-noised samples, step λ.
+    ``dim``: the size of one sample or its shape, e.g. (1, 8, 8) for the digits of Chapter 9."""
     config = config or ComposeConfig()
     experts = _check_models(experts)
     m = len(experts)
     lam = np.full(m, 1.0 / m)
     dual = None
     for k in range(config.rounds):
-        eps = surrogate_eps(experts, lam)
-        x0 = sample(eps, schedule, (config.n_samples, dim), steps=config.sampler_steps, eta=1.0,
-                    seed=config.seed + 1000 * k)
-        kls = np.array([pointwise_kl(eps, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
-                                     seed=config.seed + k) for e in experts])
+        kls, x0 = surrogate_kls(experts, lam, schedule, config, dim, sample_seed=config.seed + 1000 * k,
+                                kl_seed=config.seed + k)
         if dual is None:
             dual = _dual(m, config, kls, _and_default_lr(config))
         lam_next = dual.update(kls)
@@ -372,8 +389,8 @@ def elbo_loss(model, x0, schedule: Schedule, weighted: bool = True, seed: int = 
     every data set of equal size (common random numbers make differences between experts precise).
     """
     x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0).float()
-    if x0.ndim != 2 or len(x0) == 0:
-        raise ValueError(f"x0: expected (n, d) samples, got shape {tuple(x0.shape)}")
+    if x0.ndim < 2 or len(x0) == 0:
+        raise ValueError(f"x0: expected (n, ...) samples, got shape {tuple(x0.shape)}")
     gen = torch.Generator().manual_seed(seed)
     w = lemma2_weights(schedule) if weighted else np.ones(schedule.T)
     ab = schedule.alphas_cumprod
@@ -388,7 +405,7 @@ def elbo_loss(model, x0, schedule: Schedule, weighted: bool = True, seed: int = 
             acc += float(((model(xt, t) - noise) ** 2).sum())
         total += w[t] * acc / n
     if weighted:
-        total += 0.5 * float(ab[-1]) * float((x0.double() ** 2).sum(1).mean())
+        total += 0.5 * float(ab[-1]) * float((x0.double() ** 2).flatten(1).sum(1).mean())
     return float(total)
 
 

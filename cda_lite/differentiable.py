@@ -73,7 +73,7 @@ def sample_differentiable(
         if not in_graph:
             x = x.detach()
         want_kl = ref_model is not None and weights[i] > 0
-        stochastic = chain.eta > 0 and chain.ab_s[i] < 1
+        stochastic = chain.stochastic and chain.ab_s[i] < 1
         model_i = eps_model if (stochastic or deterministic_model is None) else deterministic_model
         shares_base = want_kl and model_i is eps_model and getattr(eps_model, "base", None) is ref_model \
             and hasattr(eps_model, "forward_with_base")

@@ -51,7 +51,7 @@ def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0,
     chains must use the same σ_t (same schedule, steps and η > 0). ``dtype`` is the dtype the models
     are called with (float32 for networks trained in float32); the sums are kept in float64.
     """
-    if chain.eta <= 0:
+    if not chain.stochastic:
         raise ValueError("the path-wise KL needs a stochastic sampler (eta > 0)")
     weights = pathwise_weights(chain)
     gen = torch.Generator().manual_seed(seed)

@@ -121,7 +121,8 @@ class ResidualEps(nn.Module):
     """ε_θ(x, t) = ε_base(x, t) + δ_φ(x, t) with the base frozen and δ zero at initialisation.
 
     The 2-D analogue of a LoRA adapter: fine-tuning starts exactly at the pretrained model, and the
-    path-wise KL penalises δ directly (Σ_t c_t²/(2σ_t²)‖δ‖²). Chapter 4.
+    path-wise KL penalises δ directly (Σ_t c_t²/(2σ_t²)‖δ‖²). The correction's last Linear or Conv layer
+    (in registration order: its output layer) is zeroed, so MLPs and conv nets both work. Chapters 4, 9.
     """
 
     def __init__(self, base: nn.Module, correction: nn.Module):
@@ -129,9 +130,13 @@ class ResidualEps(nn.Module):
         self.base, self.correction = base, correction
         for p in self.base.parameters():
             p.requires_grad_(False)
-        last = [m for m in correction.modules() if isinstance(m, nn.Linear)][-1]
+        layers = [m for m in correction.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        if not layers:
+            raise ValueError("correction: needs a Linear or Conv output layer to zero-initialise")
+        last = layers[-1]  # the output layer (registered last: MLPs, conv nets, diffusers' conv_out)
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, x, t):
         # The base is frozen (requires_grad False) but NOT run under no_grad: gradients must still

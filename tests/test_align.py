@@ -145,6 +145,28 @@ def test_dual_every():
     assert len(trainer.log) == 6
 
 
+def test_dual_step_uses_the_window_mean_slack():
+    """With dual_every = 3 each dual step uses the mean slack of the window's three primal batches."""
+    trainer, _ = setup(config=replace(TINY, steps=6, dual_every=3, dual_lr=0.4))
+    slacks = [state.slacks for state in trainer.run()]
+    lam = np.array([1.0])
+    for k, h in enumerate(trainer.dual.history):
+        lam = np.maximum(lam - 0.4 * np.mean(slacks[3 * k:3 * k + 3], axis=0), 0.0)
+        assert np.allclose(h["lam"], lam, atol=1e-12)
+
+
+def test_polish_freezes_lambda_at_its_average():
+    """polish = 0.5 over 8 steps: 4 dual steps, then 4 primal steps at λ = the average of the last half
+    of the dual iterates, which is also the λ reported."""
+    trainer, _ = setup(config=replace(TINY, steps=8, polish=0.5, lam_average=0.5))
+    lams = [state.lam.copy() for state in trainer.run()]
+    hist = trainer.dual.lam_history
+    assert len(hist) == 4
+    avg = hist[-2:].mean(0)
+    assert all(np.allclose(l, avg) for l in lams[4:])
+    assert np.allclose(trainer.lam, avg)
+
+
 def test_infeasible_level_is_reported():
     """−‖x‖² ≤ 0 everywhere: asking for E ≥ 0.5 can never be met."""
     c = Constraint("origin", QuadraticReward(np.eye(2), [0.0, 0.0]), 0.5)

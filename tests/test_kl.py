@@ -18,7 +18,7 @@ KL_PQ = gaussian_kl(P.means[0], P.covs[0], Q.means[0], Q.covs[0])
 
 
 @pytest.mark.parametrize("steps", [10, 25])
-@pytest.mark.parametrize("eta", [1.0, 0.5])
+@pytest.mark.parametrize("eta", [1.0, 0.5, "large"])
 def test_pathwise_kl_matches_the_exact_chain_kl(steps, eta):
     schedule = default_schedule()
     chain = Chain.make(schedule, steps, eta)

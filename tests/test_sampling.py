@@ -151,6 +151,39 @@ def test_ancestral_step_matches_ddpm_scheduler():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_large_variance_step_matches_ddpm_fixed_large():
+    """eta=LARGE over consecutive timesteps is DDPM's step with σ² = β_t ("fixed_large")."""
+    sched = S.linear(1000)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+                                  variance_type="fixed_large")
+    ref.set_timesteps(1000)
+    ab = sched.alphas_cumprod
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    e = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    for t in (999, 400, 1):
+        mean, sigma = SM.step_mean_std(x, e, ab[t], ab[t - 1], SM.LARGE)
+        assert sigma == pytest.approx(np.sqrt(sched.betas[t]), rel=1e-9)
+        out = ref.step(e.float(), t, x.float(), generator=torch.Generator().manual_seed(7)).prev_sample
+        z = torch.randn(16, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float32)
+        np.testing.assert_allclose((mean + sigma * z.double()).numpy(), out.double().numpy(), rtol=1e-4, atol=1e-5)
+    assert SM.step_sigma(ab[0], 1.0, SM.LARGE) == 0.0
+    assert SM.Chain.make(sched, 10, SM.LARGE).stochastic and not SM.Chain.make(sched, 10, 0.0).stochastic
+
+
+def test_large_variance_keeps_a_gaussians_covariance():
+    """With the exact ε of a Gaussian, 100 ancestral steps with σ² = β̃_t (η = 1) narrow the law by
+    5–8 % per axis; σ² = β_t keeps it within 2 % (the reason Chapter 4's preset uses it)."""
+    g = GaussianMixture.gaussian([0.0, 0.0], [[1.0, 0.3], [0.3, 0.5]])
+    sched = S.linear(100, 1e-4, 0.1)
+    var = {}
+    for eta in (1.0, SM.LARGE):
+        x = SM.sample(ExactEps(g, sched), sched, (40000, 2), eta=eta, seed=0, dtype=torch.float64).numpy()
+        var[eta] = np.diag(np.cov(x.T)) / np.diag(g.covs[0])
+    assert np.all(var[1.0] < 0.96)
+    assert np.all(np.abs(var[SM.LARGE] - 1) < 0.02)
+
+
 @pytest.mark.parametrize("spacing,steps", [("leading", 20), ("trailing", 25)])
 def test_deterministic_chain_matches_diffusers_loop(linear1000, spacing, steps):
     sched, eps = linear1000
@@ -184,3 +217,5 @@ def test_tweedie_inverts_forward_noising():
 def test_bad_eta():
     with pytest.raises(ValueError, match="eta"):
         SM.Chain.make(S.linear(10), 5, eta=-0.1)
+    with pytest.raises(ValueError, match="eta"):
+        SM.Chain.make(S.linear(10), 5, eta="big")

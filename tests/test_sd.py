@@ -184,3 +184,32 @@ def test_missing_weights_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         load_sd15()
+
+
+def test_published_numbers_match_presets_and_table7():
+    """data/published/khalafi2025.json (the chapters' reference tables) agrees with the presets and with
+    the Table 7 statistics the normalisers use."""
+    from cda_lite.rewards import TABLE7_STATS
+
+    pub = P.published()
+    assert {k: tuple(v) for k, v in pub["table7"]["stats"].items()} == TABLE7_STATS
+    f3, s3 = P.get_preset("fig3"), pub["fig3"]["settings"]
+    assert [[c.reward, c.direction, c.level] for c in f3.constraints] == pub["fig3"]["constraints"]
+    assert (f3.sample_steps, f3.guidance, f3.images_per_step, f3.steps, f3.grad_steps, f3.lam_init, f3.lr,
+            f3.lora_rank, f3.dual_lr) == (s3["ddim_steps"], s3["guidance"], s3["images_per_step"],
+                                          s3["optimizer_steps"], s3["truncation_K"], s3["lam_init"], s3["lr"],
+                                          s3["lora_rank"], s3["kappa_i"])
+    t1, s1 = P.get_preset("table1"), pub["table1"]["settings"]
+    assert (t1.sample_steps, t1.guidance, t1.kl_guidance, t1.dual_steps, t1.dual_lr, t1.lam_average) == \
+        (s1["ddim_steps"], s1["guidance"], s1["guidance_in_kl"], s1["dual_steps"], s1["dual_lr"], 5)
+    f5, s5 = P.get_preset("fig5"), pub["fig5"]["settings"]
+    assert (f5.dual_steps, f5.dual_lr, f5.dual_decay, f5.sample_steps, f5.batch) == \
+        (s5["dual_steps"], s5["dual_lr"], s5["dual_lr_decay"], s5["ddim_steps"], s5["batch"])
+    assert f5.adapters == pub["table2"]["adapters"]
+    das = P.get_preset("das")
+    assert (das.particles, das.steps, das.gamma) == tuple(pub["rivals"]["das"][k] for k in ("particles", "steps", "gamma"))
+    for t in ("table1", "table4"):  # constrained ≥ equal weights on min CLIP (the tables' claim)
+        rows = pub[t]["rows"]
+        assert rows["constrained"]["min_clip"] > rows["equal weights"]["min_clip"] > rows["combined prompt"]["min_clip"]
+    with pytest.raises(ValueError, match="known"):
+        P.published("fig9")

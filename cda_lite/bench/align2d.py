@@ -22,20 +22,24 @@ from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import MLPEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
 from cda_lite.problems import AlignmentProblem, load_problem
-from cda_lite.sampling import sample
+from cda_lite.sampling import LARGE, sample
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
-    """The 2-D preset: the full 100-step ancestral chain (η = 1) with backprop through every step,
-    64 samples per primal step, Adam 3e-3 on the correction network, a dual step every 5 primal steps
-    with η_d = 0.5 (σ units), λ averaged over the last 30 % of dual steps.
+    """The 2-D preset: the full 100-step ancestral chain with DDPM's σ_t² = β_t (``eta=LARGE``) and
+    backprop through every step, 64 samples per primal step, Adam 3e-3 on the correction network, a
+    dual step every 5 primal steps with η_d = 0.5 (σ units) on the window's mean slack, λ averaged over
+    the last 30 % of dual steps, and the last 25 % of primal steps run at that averaged λ (polish), so
+    the model returned answers the λ reported.
 
-    Why 100 steps: a 20-step chain narrows every mode (by ~20 % in variance here, even with the exact
-    ε), and the multiplier that reaches a level scales like 1/variance — λ would come out ~25 % high.
+    Why this chain: the learned λ is the optimum for the *sampler's* law q̂, and the multiplier that
+    reaches a level scales like 1/variance. A 20-step η = 1 chain narrows every mode by ~20 % (λ comes
+    out ~25 % high), 100 steps with η = 1 (σ² = β̃_t) still by 5–10 %; σ² = β_t keeps the variance
+    within ~1 % on these problems (``tests/test_sampling.py``), so λ*(q̂) ≈ λ*(q).
     """
     steps = {"fast": 400, "full": 1200}[profile] if profile else pick(400, 1200)
     cfg = AlignConfig(steps=steps, batch_size=64, lr=3e-3, dual_lr=0.5, dual_every=5, sample_steps=100,
-                      eta=1.0, lam_average=0.3, lr_cosine=True)
+                      eta=LARGE, lam_average=0.3, polish=0.25, lr_cosine=True)
     return replace(cfg, **overrides)
 
 
@@ -56,9 +60,11 @@ class LearnedAlignment:
 
 
 def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps: int | None = None,
-                      n_eval: int = 4096, fixed_weights_raw=None, progress: bool = False) -> LearnedAlignment:
+                      n_eval: int = 4096, fixed_weights_raw=None, equal_weights: float | None = None,
+                      progress: bool = False) -> LearnedAlignment:
     """Run Algorithm 1 on ``problem`` (a path, dict or AlignmentProblem). With ``fixed_weights_raw``
-    (multipliers in the rewards' units) λ is frozen: the weighted-objective baseline."""
+    (multipliers in the rewards' units) or ``equal_weights`` (one multiplier for every σ-normalised
+    reward, the paper's baseline) λ is frozen: the weighted-objective baseline."""
     t0 = time.time()
     problem = problem if isinstance(problem, AlignmentProblem) else load_problem(problem)
     config = config or default_config()
@@ -72,7 +78,11 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
     constraints = [Constraint(getattr(r, "name", f"r{i}"), r, (b - n.mean) / n.std, ">=", n)
                    for i, (r, b, n) in enumerate(zip(problem.rewards, problem.thresholds, normalizers))]
     if fixed_weights_raw is not None:
+        if len(fixed_weights_raw) != len(constraints):
+            raise ValueError(f"fixed_weights_raw: {len(fixed_weights_raw)} weights for {len(constraints)} rewards")
         config = replace(config, fixed_weights=[w * n.std for w, n in zip(fixed_weights_raw, normalizers)])
+    elif equal_weights is not None:
+        config = replace(config, fixed_weights=[float(equal_weights)] * len(constraints))
     correction = MLPEps(schedule.T, dim=problem.base.dim, hidden=64, layers=2)
     trainer, model = finetune(pretrained, constraints, schedule, replace(config, seed=problem.seed), (problem.base.dim,),
                               correction=correction)
@@ -99,7 +109,7 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "kl_exact": exact.kl,
         "distance_to_target": sliced_wasserstein(x.numpy(), target_samples),
         "distance_pretrained_to_base": sliced_wasserstein(x_pre.double().numpy(), problem.base.sample(n_eval, seed=gen_seed + 4)),
-        "fixed_weights": fixed_weights_raw is not None,
+        "fixed_weights": config.fixed_weights is not None,
         "steps": config.steps,
         "seconds": time.time() - t0,
     }
@@ -113,6 +123,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=None, help="primal steps (overrides the profile)")
     p.add_argument("--fixed-weights", type=float, nargs="+", default=None,
                    help="freeze λ at these weights (rewards' units): the weighted baseline")
+    p.add_argument("--equal-weights", type=float, nargs="?", const=1.0, default=None, metavar="W",
+                   help="freeze every λ at W (default 1) on the σ-normalised rewards: the paper's baseline")
 
 
 def run(args) -> dict:
@@ -120,7 +132,10 @@ def run(args) -> dict:
     cfg = default_config(args.profile)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
-    return learned_alignment(args.problem, cfg, fixed_weights_raw=args.fixed_weights).result
+    if args.fixed_weights is not None and args.equal_weights is not None:
+        raise ValueError("give --fixed-weights or --equal-weights, not both")
+    return learned_alignment(args.problem, cfg, fixed_weights_raw=args.fixed_weights,
+                             equal_weights=args.equal_weights).result
 
 
 def format(result: dict) -> str:

@@ -31,7 +31,7 @@ from cda_lite.inference.common import common_dtype, new_generator
 from cda_lite.inference.das import SMCResult
 from cda_lite.inference.smc import ess, flat_indices, normalize_log_weights, systematic_resample
 from cda_lite.models import LinearCombinationEps
-from cda_lite.sampling import Chain, sample, step_mean_std
+from cda_lite.sampling import Chain, batch_shape, sample, step_mean_std
 
 
 def check_blend_weights(weights, n_models: int, name: str = "weights") -> np.ndarray:
@@ -84,22 +84,22 @@ def db_mpa_ls_eps(models, weights, seed: int | None = 0) -> RandomChoiceEps:
 
 
 def _sample(eps, dtype, schedule, n, steps, eta, seed, dim):
-    return sample(eps, schedule, (n, dim), steps=steps, eta=eta, seed=seed, dtype=dtype)
+    return sample(eps, schedule, batch_shape(n, dim), steps=steps, eta=eta, seed=seed, dtype=dtype)
 
 
-def sample_db_mpa(models, weights, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int = 2):
+def sample_db_mpa(models, weights, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int | tuple = 2):
     """n samples of DB-MPA (the shared DDIM(η) sampler on Σ w_i ε_i)."""
     models = list(models)
     return _sample(db_mpa_eps(models, weights), common_dtype(models), schedule, n, steps, eta, seed, dim)
 
 
-def sample_db_kla(pretrained, finetuned, lam, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int = 2):
+def sample_db_kla(pretrained, finetuned, lam, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int | tuple = 2):
     """n samples of DB-KLA with coefficient λ."""
     return _sample(db_kla_eps(pretrained, finetuned, lam), common_dtype([pretrained, finetuned]),
                    schedule, n, steps, eta, seed, dim)
 
 
-def sample_db_mpa_ls(models, weights, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int = 2):
+def sample_db_mpa_ls(models, weights, schedule, n: int, steps=None, eta: float = 1.0, seed=0, dim: int | tuple = 2):
     """n samples of DB-MPA-LS (one model per step and trajectory, drawn with probability w_i)."""
     models = list(models)
     return _sample(db_mpa_ls_eps(models, weights, seed=None if seed is None else seed + 1),
@@ -107,9 +107,10 @@ def sample_db_mpa_ls(models, weights, schedule, n: int, steps=None, eta: float =
 
 
 def blend_log_z(means, weights, sigma: float) -> torch.Tensor:
-    """log Z_t = −Σ_i w_i ‖μ_i − μ̄‖² / (2σ²), μ̄ = Σ_i w_i μ_i (one value per row)."""
+    """log Z_t = −Σ_i w_i ‖μ_i − μ̄‖² / (2σ²), μ̄ = Σ_i w_i μ_i (one value per row; the norm runs over
+    every non-batch dimension)."""
     mbar = sum(float(w) * m for w, m in zip(weights, means))
-    return -sum(float(w) * ((m - mbar) ** 2).sum(1) for w, m in zip(weights, means)) / (2 * sigma**2)
+    return -sum(float(w) * ((m - mbar) ** 2).flatten(1).sum(1) for w, m in zip(weights, means)) / (2 * sigma**2)
 
 
 @torch.no_grad()
@@ -122,7 +123,7 @@ def sample_blend_corrected(
     eta: float = 1.0,
     resample_threshold: float = 0.5,
     groups: int = 1,
-    dim: int = 2,
+    dim: int | tuple = 2,
     seed: int | None = 0,
     spacing: str = "trailing",
     progress: bool = False,
@@ -131,7 +132,8 @@ def sample_blend_corrected(
 
     The particles move exactly as DB-MPA's (same noise for the same seed); their log-weights collect
     log Z_t at every step with σ_t > 0 (the last, deterministic step x₀ = μ̄ carries no weight).
-    ``groups`` independent runs of ``n`` particles go side by side. Returns resampled particles.
+    ``groups`` independent runs of ``n`` particles go side by side; ``dim`` is the size of one sample or
+    its shape (e.g. (1, 8, 8)). Returns resampled particles.
     """
     models = list(models)
     w = check_blend_weights(weights, len(models))
@@ -143,7 +145,7 @@ def sample_blend_corrected(
     gen = new_generator(seed)
     rng = np.random.default_rng(None if seed is None else int(seed) + 7919)
     dtype = common_dtype(models)
-    x = torch.randn((G * n, dim), generator=gen, dtype=dtype)
+    x = torch.randn(batch_shape(G * n, dim), generator=gen, dtype=dtype)
     log_w = np.full((G, n), -math.log(n))
     ess_trace, res_trace = [], []
     for k in tqdm(range(K), disable=not progress, desc="blend+IS", leave=False):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from cda_lite.inference.common import check_alpha, lookahead, model_dtype, new_generator, step_sigma
 from cda_lite.inference.smc import ess, flat_indices, normalize_log_weights, systematic_resample
-from cda_lite.sampling import Chain, step_mean_std
+from cda_lite.sampling import Chain, batch_shape, step_mean_std
 
 TEMPERINGS = ("exp", "poly", "adaptive", "none")
 
@@ -140,7 +140,7 @@ def das(
     resample_threshold: float = 0.5,
     use_gradient: bool = True,
     groups: int = 1,
-    dim: int = 2,
+    dim: int | tuple = 2,
     seed: int | None = 0,
     spacing: str = "trailing",
     progress: bool = False,
@@ -151,6 +151,7 @@ def das(
     ----------
     eps_model : any ε-model ``eps(x, t)`` (exact or a network); differentiated by autograd.
     reward : callable on torch (n, d) → (n,), differentiable (e.g. :class:`~cda_lite.exact.QuadraticReward`).
+    dim : the size of one sample (an int) or its shape, e.g. (1, 8, 8) for digit images.
     n : particles per run; ``groups`` independent runs go side by side (output has groups·n rows).
     tempering : ``"exp"`` (γ, see :func:`exponential_tempering`), ``"poly"`` (``power``),
         ``"adaptive"`` (the largest next λ, by bisection, that keeps the ESS at ≥ ``ess_target`` times
@@ -175,7 +176,8 @@ def das(
     gen = new_generator(seed)
     rng = np.random.default_rng(None if seed is None else int(seed) + 7919)
     dtype = model_dtype(eps_model)
-    x = torch.randn((G * n, dim), generator=gen, dtype=dtype)
+    x = torch.randn(batch_shape(G * n, dim), generator=gen, dtype=dtype)
+    bcast = (1,) * (x.ndim - 1)
 
     log_w = np.zeros((G, n))
     lam = np.zeros(G) if table is None else np.full(G, table[0])
@@ -183,8 +185,8 @@ def das(
     ess_trace, lam_trace, res_trace = [], [], []
     nfe = 0
 
-    def per_particle(v):  # (G,) → (G·n, 1) torch
-        return torch.as_tensor(np.repeat(v, n), dtype=dtype)[:, None]
+    def per_particle(v):  # (G,) → (G·n, 1, …) torch, broadcastable against x
+        return torch.as_tensor(np.repeat(v, n), dtype=dtype).view(-1, *bcast)
 
     for k in tqdm(range(K), disable=not progress, desc="DAS", leave=False):
         t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
@@ -226,7 +228,7 @@ def das(
             shift = sigma**2 * per_particle(lam_next) * g if g is not None else torch.zeros_like(mean)
             x = mean + shift + sigma * z
             # log N(x'; μ, σ²) − log N(x'; μ + shift, σ²)
-            lr = ((sigma * z) ** 2).sum(1) - ((shift + sigma * z) ** 2).sum(1)
+            lr = ((sigma * z) ** 2).flatten(1).sum(1) - ((shift + sigma * z) ** 2).flatten(1).sum(1)
             log_ratio = (lr / (2 * sigma**2)).double().numpy().reshape(G, n)
         else:
             x = mean

@@ -16,14 +16,14 @@ from __future__ import annotations
 import torch
 
 from cda_lite.inference.common import check_alpha, lookahead, model_dtype, new_generator, step_sigma
-from cda_lite.sampling import Chain, step_mean_std
+from cda_lite.sampling import Chain, batch_shape, step_mean_std
 
 SCALINGS = ("sigma2", "none")
 
 
 def sample_guided(eps_model, reward, schedule, n: int, alpha: float = 1.0, steps: int | None = None,
                   eta: float = 1.0, scaling: str = "sigma2", strength: float = 1.0, seed: int | None = 0,
-                  dim: int = 2, spacing: str = "trailing") -> torch.Tensor:
+                  dim: int | tuple = 2, spacing: str = "trailing") -> torch.Tensor:
     """n samples of reward-gradient guidance on ``eps_model`` (a forward and a backward pass per step).
 
     Steps with σ_t = 0 (the last, deterministic step) take no shift.
@@ -34,7 +34,7 @@ def sample_guided(eps_model, reward, schedule, n: int, alpha: float = 1.0, steps
     chain = Chain.make(schedule, steps, eta, spacing)
     gen = new_generator(seed)
     dtype = model_dtype(eps_model)
-    x = torch.randn((int(n), dim), generator=gen, dtype=dtype)
+    x = torch.randn(batch_shape(n, dim), generator=gen, dtype=dtype)
     for k in range(len(chain)):
         t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
         sigma = step_sigma(ab_t, ab_s, chain.eta)

@@ -18,7 +18,7 @@ import torch
 
 from cda_lite._checks import as_float_array, check_finite
 from cda_lite.inference.common import common_dtype, new_generator
-from cda_lite.sampling import Chain, step_mean_std
+from cda_lite.sampling import Chain, batch_shape, step_mean_std
 
 
 def check_msdda_weights(weights, n_models: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def msdda_combine(means, sigmas, weights):
 
 @torch.no_grad()
 def sample_msdda(models, weights, schedule, n: int, steps: int | None = None, etas=1.0, seed: int | None = 0,
-                 dim: int = 2, spacing: str = "trailing"):
+                 dim: int | tuple = 2, spacing: str = "trailing"):
     """n samples of MSDDA: at every step the product of the models' DDIM(η_i) steps.
 
     ``etas``: one η for all models, or one per model (model i's step is N(μ_i(η_i), σ_i(η_i)²)).
@@ -71,7 +71,7 @@ def sample_msdda(models, weights, schedule, n: int, steps: int | None = None, et
     chain = Chain.make(schedule, steps, 1.0, spacing)
     gen = new_generator(seed)
     dtype = common_dtype(models)
-    x = torch.randn((int(n), dim), generator=gen, dtype=dtype)
+    x = torch.randn(batch_shape(n, dim), generator=gen, dtype=dtype)
     for k in range(len(chain)):
         t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
         means, sigmas = [], []

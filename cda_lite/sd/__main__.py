@@ -1,5 +1,7 @@
-"""``python -m cda_lite.sd train --preset fig3 [--tiny] --out DIR`` and
-``python -m cda_lite.sd compose --preset fig5 [--tiny] [--adapters DIR ...] --out DIR``;
+"""``python -m cda_lite.sd train --preset fig3 [--tiny] --out DIR``,
+``python -m cda_lite.sd compose --preset fig5 [--tiny] [--adapters DIR ...] --out DIR`` and
+``python -m cda_lite.sd sample --preset das|blend [--tiny] [--adapters DIR ...] --out DIR``;
+multi-process training: ``accelerate launch --num_processes N -m cda_lite.sd train ...``;
 ``python -m cda_lite.sd presets`` lists the presets with their derived numbers."""
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ def _pipe(args):
 
     from cda_lite.sd.load import load_sd15
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return load_sd15(args.model_path, device=device), device
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cda_lite.sd", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "compose"):
+    for name in ("train", "compose", "sample"):
         s = sub.add_parser(name)
         s.add_argument("--preset", required=True)
         s.add_argument("--tiny", action="store_true", help="tiny random pipeline on CPU")
@@ -37,6 +41,7 @@ def main(argv=None) -> int:
     t.add_argument("--reward", default=None, help="table2: the single reward of the adapter")
     t.add_argument("--no-resume", action="store_true")
     sub.choices["compose"].add_argument("--adapters", nargs="*", default=None)
+    sub.choices["sample"].add_argument("--adapters", nargs="*", default=None)
     sub.add_parser("presets")
     args = ap.parse_args(argv)
 
@@ -58,10 +63,33 @@ def main(argv=None) -> int:
         if args.reward:
             c = p.constraints[0]
             p = replace(p, constraints=[P.ConstraintSpec(args.reward, c.direction, c.level)])
-        from cda_lite.sd.train import run
+        from cda_lite.sd.distributed import world_size
         pipe, device = _pipe(args)
-        s = run(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
+        if world_size() > 1:  # launched by `accelerate launch` / torchrun with several processes
+            from cda_lite.sd.distributed import run_distributed
+            s = run_distributed(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
+        else:
+            from cda_lite.sd.train import run
+            s = run(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
         s.pop("trainer")
+    elif args.cmd == "sample":
+        if not isinstance(p, P.InferencePreset):
+            raise SystemExit(f"--preset {args.preset} is not an inference preset (das, blend)")
+        if args.steps:
+            p = replace(p, steps=args.steps)
+        import torch
+
+        from cda_lite.checkpoint import atomic_write_json
+        from cda_lite.sd.inference import run as run_inference
+        pipe, device = _pipe(args)
+        res = run_inference(pipe, p, args.adapters, progress=True)
+        s = {"preset": p.name, "method": p.method, "prompts": res.prompts, "published": p.published}
+        if res.smc is not None:
+            s["ess"] = res.smc.ess.tolist()
+            s["resamples"] = res.smc.n_resamples.tolist()
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write_json(s, os.path.join(args.out, "summary.json"))
+        torch.save(res.images, os.path.join(args.out, "images.pt"))
     else:
         if not isinstance(p, P.ComposePreset):
             raise SystemExit(f"--preset {args.preset} is an alignment preset; use `train`")

@@ -2,8 +2,9 @@
 and the public code; see the reference table in Chapter 10), each with a ``tiny`` variant that runs
 the same code on the tiny random pipeline on CPU.
 
-:func:`get_preset` (``name``, ``tiny``) returns an :class:`AlignPreset` (fig3, fig4, table2) or a
-:class:`ComposePreset` (fig5, table1, table4); :func:`describe` prints the derived numbers and checks
+:func:`get_preset` (``name``, ``tiny``) returns an :class:`AlignPreset` (fig3, fig4, table2), a
+:class:`ComposePreset` (fig5, table1, table4) or an :class:`InferencePreset` (das, blend: the
+training-free rivals of Chapter 7 at SD scale); :func:`describe` prints the derived numbers and checks
 that they divide evenly (e.g. 64 images per optimiser step = micro-batch × accumulation).
 """
 from __future__ import annotations
@@ -100,6 +101,32 @@ class ComposePreset:
     tiny: bool = False
 
 
+@dataclass
+class InferencePreset:
+    """Training-free rivals at SD scale (:mod:`cda_lite.sd.inference`): DAS over latents or Diffusion
+    Blend over the Table 2 adapters."""
+
+    name: str
+    method: str  # "das" | "db_mpa" | "db_kla" | "blend_corrected"
+    reward: str = "aesthetic"  # DAS: the reward of the tilt q·e^{r/α}
+    adapters: list = field(default_factory=list)  # blends: reward names of the Table 2 adapters
+    weights: list = field(default_factory=list)  # blends: w on the simplex (DB-MPA, corrected)
+    lam: float = 1.0  # DB-KLA's λ ∈ [0, 2]
+    prompts: list = field(default_factory=lambda: animal_prompts(EVAL_ANIMALS))
+    particles: int = 4  # DAS: particles per prompt (one SMC run per prompt); blends: images per prompt
+    steps: int = 100  # DDIM steps (trailing spacing)
+    eta: float = 1.0  # DDIM η (SMC and the blends' correction need η > 0)
+    gamma: float | None = 0.008  # DAS exponential tempering λ_k = min((1+γ)^k − 1, 1)
+    alpha: float = 0.01  # DAS: KL weight α of the target (assumption: not recorded in our reference)
+    guidance: float = 5.0  # CFG scale
+    chunk: int | None = 4  # rows per UNet/VAE call (memory)
+    height: int = 512
+    width: int = 512
+    seed: int = 0
+    published: str = ""
+    tiny: bool = False
+
+
 _PRESETS = {
     "fig3": AlignPreset(
         "fig3", [ConstraintSpec("mps", ">=", 0.5), ConstraintSpec("saturation", "<=", -0.5),
@@ -127,6 +154,12 @@ _PRESETS = {
         "table4", "prompts", prompts=["a cat", "a dog", "an owl"], dual_steps=50, dual_lr=0.05,
         dual_decay=1.0, lam_average=5, sample_steps=10, guidance=12.0, kl_guidance=120.0,
         published="min CLIP / min BLIP: 21.52/0.206; equal 22.18/0.203; constrained 22.45/0.221 (50 triplets)"),
+    "das": InferencePreset(
+        "das", "das", reward="aesthetic", particles=4, steps=100, gamma=0.008,
+        published="DAS (Kim et al., ICLR 2025): 4 particles, 100 steps, exponential tempering γ = 0.008"),
+    "blend": InferencePreset(
+        "blend", "db_mpa", adapters=["aesthetic", "pickscore"], weights=[0.5, 0.5], particles=1, steps=50,
+        gamma=None, published="Diffusion Blend (arXiv 2505.18547): 50 DDIM steps, η = 1"),
 }
 
 # weight-free / tiny stand-ins for the weight-based rewards in the tiny variants
@@ -146,13 +179,37 @@ def get_preset(name: str, tiny: bool = False):
         return replace(p, constraints=cons, steps=4, images_per_step=4, micro_batch=2, sample_steps=4,
                        grad_steps=min(3, p.grad_steps), checkpointing=False, height=32, width=32,
                        train_prompts=p.train_prompts[:8], checkpoint_every=2, tiny=True)
+    if isinstance(p, InferencePreset):
+        return replace(p, reward=_TINY_REWARD.get(p.reward, p.reward), adapters=[_TINY_REWARD.get(a, a) for a in p.adapters],
+                       prompts=p.prompts[:2], steps=6, gamma=None, chunk=2, height=16, width=16, tiny=True)
     return replace(p, adapters=[_TINY_REWARD.get(a, a) for a in p.adapters][:3],
                    prompts=p.prompts[:3], dual_steps=min(p.dual_steps, 3), sample_steps=4, batch=2,
                    kl_timesteps=2, height=32, width=32, tiny=True)
 
 
+def published(key: str | None = None) -> dict:
+    """The paper's published settings and numbers (``data/published/khalafi2025.json``, cited to the
+    reference notes); ``key`` picks one experiment (fig3, fig4, table1, table4, table7, ...)."""
+    import json
+
+    from cda_lite.paths import data_path
+
+    with open(data_path("published", "khalafi2025.json"), encoding="utf8") as f:
+        table = json.load(f)
+    if key is None:
+        return table
+    if key not in table:
+        raise ValueError(f"unknown published entry {key!r}; known: {sorted(k for k in table if k != 'source')}")
+    return table[key]
+
+
 def names() -> list[str]:
     return sorted(_PRESETS)
+
+
+def _latent(p) -> tuple:
+    f = 2 if p.tiny else 8  # VAE factor: the tiny pipeline's VAE halves, SD's divides by 8
+    return (p.height // f, p.width // f)
 
 
 def derived(p) -> dict:
@@ -168,7 +225,16 @@ def derived(p) -> dict:
         return {"grad_accum": p.grad_accum, "images_total": p.steps * p.images_per_step,
                 "unet_calls_per_image": p.sample_steps * (2 if p.guidance != 1 else 1),
                 "dual_steps": 0 if p.fixed_weights else p.steps, "constraints": len(p.constraints),
-                "latent": (p.height // 8, p.width // 8)}
+                "latent": _latent(p)}
+    if isinstance(p, InferencePreset):
+        if p.method not in ("das", "db_mpa", "db_kla", "blend_corrected"):
+            raise ValueError(f"{p.name}: unknown method {p.method!r}")
+        if p.method in ("db_mpa", "blend_corrected") and len(p.weights) != len(p.adapters):
+            raise ValueError(f"{p.name}: one weight per adapter needed")
+        per_image = (2 if p.guidance != 1 else 1) * (len(p.adapters) if p.method in ("db_mpa", "blend_corrected")
+                                                      else 2 if p.method == "db_kla" else 1)
+        return {"images": len(p.prompts) * p.particles, "unet_calls_per_image": p.steps * per_image,
+                "latent": _latent(p)}
     if p.experts == "lora" and len(p.adapters) < 2 or p.experts == "prompts" and len(p.prompts) < 2:
         raise ValueError(f"{p.name}: composition needs at least two experts")
     m = len(p.adapters) if p.experts == "lora" else len(p.prompts)

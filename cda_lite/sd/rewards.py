@@ -1,17 +1,29 @@
 """Rewards by name for the SD rung: ``get_reward(name, **kw) -> reward(images, prompts=None) -> (n,)``
-on images (n, 3, H, W) in [0, 1] (never remapped here), and :func:`normalizer` with Table 7's
-(mean, std) as :class:`cda_lite.constraints.RewardNormalizer` defaults.
+on images (n, 3, H, W) in [0, 1] (never remapped here: the public code's second x·0.5+0.5 is trap 2
+of the reference), and :func:`normalizer` with Table 7's (mean, std) as
+:class:`cda_lite.constraints.RewardNormalizer` defaults.
 
 - weight-free: brightness, global_contrast, local_contrast, saturation, colourfulness
   (:mod:`cda_lite.rewards`, defined once);
-- weight-based, loaded only when first called, from a local path (``path=`` or an env var) or the
-  hub: ``aesthetic`` (LAION: CLIP ViT-L/14 + MLP head), ``hps`` (HPSv2, needs ``open_clip``),
-  ``pickscore``, ``imagereward`` (needs ``image-reward``), ``mps`` (needs the MPS checkpoint),
-  ``clip`` (CLIP score 100·cos);
-- ``tiny_clip``: a tiny randomly initialised CLIP (same interface, prompt-aware) for tests.
+- weight-based, loaded when first called, from a local path (``path=`` or an env var) or, online,
+  from the hub; every one is differentiable in the images (preprocessing in torch, frozen weights):
 
-None of the weight-based rewards is exercised in tests (no weights here); their loaders fail with a
-message naming the path/env var to set. Chapter 10.
+  ======================  ====================================================================
+  ``clip``                CLIP score 100·cos (``transformers`` CLIPModel folder; ViT-L/14)
+  ``pickscore``           PickScore v1: logit_scale·cos (CLIPModel folder; ViT-H-14 tokenizer)
+  ``aesthetic``           LAION aesthetic v2: MLP head on normalised CLIP ViT-L/14 image embeddings
+  ``hps``                 HPSv2: cos of an open_clip ViT-H-14 (``HPS_v2_compressed.pt``), read
+                          into ``transformers`` by :mod:`cda_lite.sd.convert` (no open_clip needed)
+  ``imagereward``         ImageReward: BLIP ViT-L + BERT cross-attention + MLP (``ImageReward.pt``),
+                          read into ``transformers`` Blip classes, standardised as the package does
+  ``mps``                 MPS (overall): the authors' pickled model; needs their code on the path
+  ======================  ====================================================================
+
+- ``tiny_<name>`` (:mod:`cda_lite.sd.tiny_rewards`): the same classes with tiny random checkpoints in
+  the original layouts, built in memory — stand-ins for tests and the fast profile (values mean nothing).
+
+A missing checkpoint raises :class:`cda_lite.sd.load.MissingWeightsError` naming the env var to set.
+Chapter 10.
 """
 from __future__ import annotations
 
@@ -22,13 +34,17 @@ import torch.nn.functional as F
 
 from cda_lite import rewards as wf
 from cda_lite.constraints import RewardNormalizer
+from cda_lite.sd.load import MissingWeightsError, offline
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+LAION_H14 = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # tokenizer of PickScore, HPSv2 and MPS
 
 
 def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Differentiable CLIP preprocessing of [0, 1] images: bicubic resize + centre crop + normalise."""
+    """Differentiable CLIP preprocessing of [0, 1] images: bicubic resize of the short side + centre
+    crop + normalise with CLIP's mean/std (what CLIP/PickScore/HPSv2/ImageReward/BLIP do to a PIL image,
+    up to PIL's resampling filter)."""
     x = wf._check(images)
     h, w = x.shape[-2:]
     s = size / min(h, w)
@@ -39,6 +55,11 @@ def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def _features(out) -> torch.Tensor:
+    """transformers 5 may return a model output where 4.x returned the tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 class WeightFree:
@@ -54,128 +75,319 @@ class WeightFree:
 
 
 class _Lazy:
-    """Base of the weight-based rewards: loads the model on first call, then scores."""
+    """Base of the weight-based rewards: resolves where the weights are, loads them on first call
+    (:meth:`load`), checks the prompts, then scores (:meth:`score`) on the model's device."""
 
+    name = ""
     needs_prompts = True
-    env: str = ""
-    hub_id: str = ""
+    env: str = ""  # env var holding the local path of the checkpoint
+    hub_id: str = ""  # hub repository
+    hub_file: str | None = None  # file inside it (None: the repository is a model folder)
 
     def __init__(self, path: str | None = None, device=None):
         self.path = path or (os.environ.get(self.env) if self.env else None)
         self.device, self._model = device, None
 
-    def _source(self) -> tuple[str, bool]:
-        from cda_lite.sd.load import offline
+    def _fail(self, what: str, e: Exception | None = None):
+        where = f"{self.hub_id}" + (f" ({self.hub_file})" if self.hub_file else "")
+        raise MissingWeightsError(
+            f"{self.name} reward: {what}{f' ({type(e).__name__}: {e})' if e else ''}. Provide the weights with "
+            f"path=... or the env var {self.env} (a local copy of {where}), or go online.") from e
 
+    def _source(self) -> tuple[str, bool]:
+        """(path or hub id of a model folder, local_files_only)."""
         if self.path:
             if not os.path.exists(self.path):
-                raise FileNotFoundError(f"{self.name} reward: {self.path!r} does not exist; set {self.env} or "
-                                        f"path= to a local copy of {self.hub_id}")
+                self._fail(f"{self.path!r} does not exist")
             return self.path, True
         return self.hub_id, offline()
 
-    def _fail(self, e):
-        raise FileNotFoundError(
-            f"{self.name} reward: could not load weights ({type(e).__name__}: {e}). Provide them with "
-            f"path=... or the env var {self.env} (a local copy of {self.hub_id}), or go online.") from e
+    def _file(self) -> str:
+        """Path of a single-file checkpoint: ``path``/env var, else the hub file (cached or downloaded)."""
+        if self.path:
+            if not os.path.isfile(self.path):
+                self._fail(f"{self.path!r} is not a file")
+            return self.path
+        try:
+            from huggingface_hub import hf_hub_download
+            return hf_hub_download(self.hub_id, self.hub_file, local_files_only=offline())
+        except Exception as e:  # noqa: BLE001 (network, cache miss, missing package: one clear message)
+            self._fail("no local checkpoint and the hub is unreachable", e)
+
+    def _place(self, module):
+        return module.to(self.device) if self.device is not None else module
+
+    @property
+    def model_device(self):
+        return next(self._model.parameters()).device
 
     def __call__(self, images, prompts=None):
         if self._model is None:
             self._model = self.load()
-        if self.needs_prompts and (prompts is None or len(prompts) != images.shape[0]):
-            raise ValueError(f"{self.name} reward: needs one prompt per image")
+        if self.needs_prompts and (prompts is None or isinstance(prompts, str) or len(prompts) != images.shape[0]):
+            raise ValueError(f"{self.name} reward: prompts must be a list with one prompt per image")
         return self.score(images, prompts)
+
+    def _tokens(self, prompts, max_length=None):
+        tok = self.tokenizer
+        return tok(list(prompts), padding="max_length", truncation=True,
+                   max_length=max_length or tok.model_max_length, return_tensors="pt").to(self.model_device)
+
+
+def _load_tokenizer(source: str, local: bool, owner: _Lazy, kind: str = "clip"):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except (OSError, ValueError) as e:
+        owner._fail(f"could not load the {kind} tokenizer from {source!r}", e)
 
 
 class _CLIPLike(_Lazy):
-    """CLIP-style reward: scale · cos(image embedding, text embedding) (transformers CLIPModel)."""
+    """CLIP-style reward from a ``transformers`` CLIPModel folder: scale · cos(image, text)."""
 
-    scale = 100.0
-    proc_id = ""
+    scale: float | None = 100.0  # None: the model's own logit_scale.exp()
+    tokenizer_id = ""  # where the tokenizer lives when the model folder has none
 
-    def load(self):
-        from transformers import AutoProcessor, CLIPModel
-
-        src, local = self._source()
-        try:
-            model = CLIPModel.from_pretrained(src, local_files_only=local).eval().requires_grad_(False)
-            proc = AutoProcessor.from_pretrained(self.proc_id or src, local_files_only=local)
-        except OSError as e:
-            self._fail(e)
-        self.tokenizer = proc.tokenizer
-        return model.to(self.device) if self.device else model
-
-    def score(self, images, prompts):
-        m = self._model
-        dev = next(m.parameters()).device
-        img = m.get_image_features(pixel_values=clip_preprocess(images, m.config.vision_config.image_size).to(dev))
-        tok = self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt").to(dev)
-        txt = m.get_text_features(**tok)
-        if not isinstance(img, torch.Tensor):  # transformers 5 may return a model output
-            img, txt = img.pooler_output, txt.pooler_output
-        return self.scale * F.cosine_similarity(img, txt, dim=-1).to(images.dtype).to(images.device)
-
-
-class CLIPScore(_CLIPLike):
-    name, env, hub_id = "clip", "CDA_CLIP_PATH", "openai/clip-vit-large-patch14"
-
-
-class PickScore(_CLIPLike):
-    name, env, hub_id = "pickscore", "CDA_PICKSCORE_PATH", "yuvalkirstain/PickScore_v1"
-    proc_id = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
-
-
-class Aesthetic(_Lazy):
-    """LAION aesthetic predictor v2: MLP head on L2-normalised CLIP ViT-L/14 image embeddings.
-    ``path`` = the head's state dict (``sac+logos+ava1-l14-linearMSE.pth``); CLIP from CDA_CLIP_PATH/hub."""
-
-    name, env, hub_id, needs_prompts = "aesthetic", "CDA_AESTHETIC_PATH", "sac+logos+ava1-l14-linearMSE.pth", False
+    def __init__(self, path=None, device=None, tokenizer: str | None = None):
+        super().__init__(path, device)
+        self.tokenizer_path = tokenizer
 
     def load(self):
         from transformers import CLIPModel
 
-        if not self.path or not os.path.exists(self.path):
-            raise FileNotFoundError(f"aesthetic reward: set {self.env} or path= to the LAION head "
-                                    f"({self.hub_id}); got {self.path!r}")
-        head = torch.nn.Sequential(torch.nn.Linear(768, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128),
-                                   torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1),
-                                   torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
-        sd = torch.load(self.path, map_location="cpu")
-        head.load_state_dict({k.replace("layers.", ""): v for k, v in sd.items()})
-        clip_src = os.environ.get("CDA_CLIP_PATH") or CLIPScore.hub_id
-        from cda_lite.sd.load import offline
+        src, local = self._source()
         try:
-            clip = CLIPModel.from_pretrained(clip_src, local_files_only=offline() or os.path.isdir(clip_src))
-        except OSError as e:
-            self._fail(e)
-        self.clip = clip.eval().requires_grad_(False)
-        return head.eval().requires_grad_(False)
+            model = CLIPModel.from_pretrained(src, local_files_only=local)
+        except (OSError, ValueError) as e:
+            self._fail(f"could not load a CLIPModel from {src!r}", e)
+        has_tok = os.path.isfile(os.path.join(str(src), "tokenizer_config.json"))
+        tok_src = self.tokenizer_path or (src if has_tok or not self.tokenizer_id else self.tokenizer_id)
+        self.tokenizer = _load_tokenizer(tok_src, offline() or os.path.isdir(str(tok_src)), self)
+        return self._place(model.float().eval().requires_grad_(False))
+
+    def embed(self, images, prompts):
+        m = self._model
+        dev = self.model_device
+        img = _features(m.get_image_features(pixel_values=clip_preprocess(images, m.config.vision_config.image_size).to(dev)))
+        txt = _features(m.get_text_features(input_ids=self._tokens(prompts).input_ids))
+        return img, txt
+
+    def score(self, images, prompts):
+        img, txt = self.embed(images, prompts)
+        scale = self._model.logit_scale.exp() if self.scale is None else self.scale
+        return (scale * F.cosine_similarity(img, txt, dim=-1)).to(images.dtype).to(images.device)
+
+
+class CLIPScore(_CLIPLike):
+    """CLIP score 100·cos(image, prompt) (Table 1's "CLIP"; openai/clip-vit-large-patch14 by default)."""
+
+    name, env, hub_id = "clip", "CDA_CLIP_PATH", "openai/clip-vit-large-patch14"
+
+
+class PickScore(_CLIPLike):
+    """PickScore v1 (Kirstain et al. 2023): the fine-tuned ViT-H-14 CLIP's logit_scale·cos."""
+
+    name, env, hub_id, scale, tokenizer_id = "pickscore", "CDA_PICKSCORE_PATH", "yuvalkirstain/PickScore_v1", None, LAION_H14
+
+
+class Aesthetic(_Lazy):
+    """LAION aesthetic predictor v2: MLP head on L2-normalised CLIP ViT-L/14 image embeddings.
+    ``path`` = the head's state dict (``sac+logos+ava1-l14-linearMSE.pth``, keys ``layers.*``);
+    ``clip_path`` = a CLIPModel folder (default ``$CDA_CLIP_PATH`` or openai/clip-vit-large-patch14)."""
+
+    name, env, needs_prompts = "aesthetic", "CDA_AESTHETIC_PATH", False
+    hub_id = "sac+logos+ava1-l14-linearMSE.pth (LAION improved-aesthetic-predictor)"
+
+    def __init__(self, path=None, device=None, clip_path: str | None = None):
+        super().__init__(path, device)
+        self.clip_path = clip_path or os.environ.get("CDA_CLIP_PATH") or CLIPScore.hub_id
+
+    def load(self):
+        from transformers import CLIPModel
+
+        from cda_lite.sd.convert import reward_mlp
+
+        if not self.path or not os.path.isfile(self.path):
+            raise MissingWeightsError(f"aesthetic reward: the LAION head {self.path!r} was not found; set "
+                                      f"{self.env} or path= to {self.hub_id}")
+        sd = torch.load(self.path, map_location="cpu", weights_only=True)
+        sd = {k.replace("layers.", ""): v for k, v in sd.items()}
+        head = reward_mlp(sd["0.weight"].shape[1])
+        head.load_state_dict(sd)
+        local = offline() or os.path.isdir(self.clip_path)
+        try:
+            clip = CLIPModel.from_pretrained(self.clip_path, local_files_only=local)
+        except (OSError, ValueError) as e:
+            self._fail(f"could not load CLIP from {self.clip_path!r} (set CDA_CLIP_PATH)", e)
+        self.clip = self._place(clip.float().eval().requires_grad_(False))
+        return self._place(head.float().eval().requires_grad_(False))
 
     def score(self, images, prompts=None):
-        emb = self.clip.get_image_features(pixel_values=clip_preprocess(images))
-        if not isinstance(emb, torch.Tensor):
-            emb = emb.pooler_output
-        return self._model(F.normalize(emb, dim=-1))[:, 0]
+        c = self.clip
+        emb = _features(c.get_image_features(
+            pixel_values=clip_preprocess(images, c.config.vision_config.image_size).to(self.model_device)))
+        return self._model(F.normalize(emb, dim=-1))[:, 0].to(images.dtype).to(images.device)
 
 
-def _needs_package(name, package, hint):
-    class _Missing(_Lazy):
-        def load(self):
-            try:
-                __import__(package)
-            except ImportError as e:
-                raise ImportError(f"{name} reward needs the optional package {package!r} ({hint}) and its "
-                                  f"weights; set {self.env} to their local path") from e
-            raise NotImplementedError(
-                f"{name} reward: the {package} scorer is not wrapped differentiably in cda_lite yet; "
-                f"use aesthetic/pickscore/clip or a weight-free reward")
-    _Missing.name, _Missing.env, _Missing.hub_id = name, f"CDA_{name.upper()}_PATH", hint
-    return _Missing
+class HPS(_Lazy):
+    """HPSv2 (Wu et al. 2023): cos(image, prompt) of an open_clip ViT-H-14 fine-tuned on human preferences
+    (HPSv2's ``score``: the diagonal of image_features @ text_features.T, no logit scale).
+
+    ``path``: ``HPS_v2_compressed.pt`` (v2.0, the ``hpsv2`` package's default) or ``HPS_v2.1_compressed.pt``
+    (``{"state_dict": ...}`` of open_clip), read by :func:`cda_lite.sd.convert.load_openclip_as_hf`;
+    ``tokenizer``: a folder/hub id with open_clip's BPE (laion/CLIP-ViT-H-14-laion2B-s32B-b79K).
+    """
+
+    name, env, hub_id, hub_file = "hps", "CDA_HPS_PATH", "xswu/HPSv2", "HPS_v2_compressed.pt"
+
+    def __init__(self, path=None, device=None, tokenizer: str | None = None, head_widths=(80, 64)):
+        super().__init__(path, device)
+        self.tokenizer_path = tokenizer or os.environ.get("CDA_HPS_TOKENIZER") or LAION_H14
+        self.head_widths = tuple(head_widths)
+
+    def load(self):
+        from cda_lite.sd.convert import load_openclip_as_hf
+
+        ckpt = torch.load(self._file(), map_location="cpu", weights_only=True)
+        sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
+        model = load_openclip_as_hf(sd, *self.head_widths, eos_token_id=self.tokenizer.eos_token_id)
+        return self._place(model)
+
+    def score(self, images, prompts):
+        m = self._model
+        img = _features(m.get_image_features(
+            pixel_values=clip_preprocess(images, m.config.vision_config.image_size).to(self.model_device)))
+        txt = _features(m.get_text_features(input_ids=self._tokens(prompts).input_ids))
+        return F.cosine_similarity(img, txt, dim=-1).to(images.dtype).to(images.device)
 
 
-HPS = _needs_package("hps", "hpsv2", "HPSv2, open_clip ViT-H-14")
-ImageReward = _needs_package("imagereward", "ImageReward", "ImageReward-v1.0")
-MPS = _needs_package("mps", "open_clip", "MPS overall-preference checkpoint")
+class ImageRewardModel(torch.nn.Module):
+    """ImageReward's network on ``transformers`` Blip classes: BLIP ViT → BERT with cross-attention over
+    the image tokens → [CLS] feature → MLP → (r − mean)/std."""
+
+    def __init__(self, vision_cfg: dict, text_cfg: dict):
+        super().__init__()
+        from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+
+        from cda_lite.sd.convert import reward_mlp
+
+        self.visual = BlipVisionModel(BlipVisionConfig(**vision_cfg))
+        self.text = BlipTextModel(BlipTextConfig(**text_cfg), add_pooling_layer=False)
+        self.mlp = reward_mlp(text_cfg["hidden_size"])
+        self.image_size = vision_cfg["image_size"]
+
+    def forward(self, pixel_values, input_ids, attention_mask, mean=0.0, std=1.0):
+        img = self.visual(pixel_values=pixel_values).last_hidden_state
+        out = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=img,
+                        encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long, device=img.device))
+        return (self.mlp(out.last_hidden_state[:, 0]).squeeze(-1) - mean) / std
+
+
+class ImageReward(_Lazy):
+    """ImageReward v1.0 (Xu et al. 2023), as its ``score``: prompt tokens (BERT, padded to 35) attend to the
+    BLIP image tokens; the [CLS] feature goes through the MLP; standardised with the package's mean/std.
+
+    ``path``: ``ImageReward.pt`` (read by :func:`cda_lite.sd.convert.imagereward_split`);
+    ``tokenizer``: bert-base-uncased (BLIP's extra [DEC]/[ENC] tokens are not used by the score).
+    """
+
+    name, env, hub_id, hub_file = "imagereward", "CDA_IMAGEREWARD_PATH", "THUDM/ImageReward", "ImageReward.pt"
+    max_length = 35
+
+    def __init__(self, path=None, device=None, tokenizer: str | None = None, vision: dict | None = None,
+                 text: dict | None = None, mean: float | None = None, std: float | None = None):
+        from cda_lite.sd import convert as C
+
+        super().__init__(path, device)
+        self.tokenizer_path = tokenizer or os.environ.get("CDA_IMAGEREWARD_TOKENIZER") or "google-bert/bert-base-uncased"
+        self.vision_cfg, self.text_cfg = vision or C.IMAGEREWARD_VISION, text or C.IMAGEREWARD_TEXT
+        self.mean = C.IMAGEREWARD_MEAN if mean is None else float(mean)
+        self.std = C.IMAGEREWARD_STD if std is None else float(std)
+
+    def load(self):
+        from cda_lite.sd.convert import imagereward_split
+
+        ckpt = torch.load(self._file(), map_location="cpu", weights_only=True)
+        vision, text, mlp = imagereward_split(ckpt)
+        model = ImageRewardModel(self.vision_cfg, self.text_cfg)
+        for part, sd in ((model.visual, vision), (model.text, text), (model.mlp, mlp)):
+            missing, unexpected = part.load_state_dict(sd, strict=False)
+            missing = [k for k in missing if not k.endswith("position_ids")]
+            if missing or unexpected:
+                raise ValueError(f"imagereward: checkpoint does not match the architecture: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path),
+                                         self, "BERT")
+        return self._place(model.float().eval().requires_grad_(False))
+
+    def score(self, images, prompts):
+        m = self._model
+        tok = self._tokens(prompts, self.max_length)
+        r = m(clip_preprocess(images, m.image_size).to(self.model_device), tok.input_ids, tok.attention_mask,
+              self.mean, self.std)
+        return r.to(images.dtype).to(images.device)
+
+
+MPS_CONDITION = ("light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, "
+                 "structure, instance, texture, quantity, attributes, position, number, location, word, things.")
+
+
+class MPS(_Lazy):
+    """MPS, overall preference (Zhang et al., CVPR 2024), as its published inference:
+    prompt tokens are compared with the "condition" words; image tokens attend (``cross_model``) only to
+    prompt tokens whose similarity to some condition word exceeds 0.3 of the maximum; the score is
+    logit_scale · cos(attended image [0] token, prompt embedding).
+
+    ``path``: ``MPS_overall_checkpoint.pth`` — a pickled model object, so the authors' code
+    (``trainer.models.*`` of the MPS repository) must be importable: put the repository on
+    ``PYTHONPATH`` or set ``CDA_MPS_CODE`` to it. Loading unpickles: only load a file you trust.
+    The similarity normalisation is per sample (the published script scores one prompt at a time, where
+    per-sample and per-batch agree). ``model``: an already built object with the same interface
+    (``.model.get_text_features(ids) -> (tokens, pooled)``, ``.model.get_image_features(pixels) -> tokens``,
+    ``.cross_model(image_tokens, text_tokens, mask)``, ``.logit_scale``) — the tiny stand-in uses it.
+    """
+
+    name, env, hub_id = "mps", "CDA_MPS_PATH", "MPS_overall_checkpoint.pth (Kwai-Kolors/MPS, Google Drive)"
+
+    def __init__(self, path=None, device=None, tokenizer: str | None = None, model=None, tokenizer_obj=None,
+                 image_size: int = 224, condition: str = MPS_CONDITION):
+        super().__init__(path, device)
+        self.tokenizer_path = tokenizer or os.environ.get("CDA_MPS_TOKENIZER") or LAION_H14
+        self.condition, self.image_size = condition, int(image_size)
+        if model is not None:
+            self._model, self.tokenizer = self._place(model.float().eval().requires_grad_(False)), tokenizer_obj
+
+    def load(self):
+        import sys
+
+        code = os.environ.get("CDA_MPS_CODE")
+        if code and code not in sys.path:
+            sys.path.insert(0, code)
+        if not self.path or not os.path.isfile(self.path):
+            self._fail(f"checkpoint {self.path!r} not found")
+        try:
+            model = torch.load(self.path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as e:
+            raise ImportError("mps reward: the checkpoint is a pickled model; put the MPS repository "
+                              "(its trainer/ package) on PYTHONPATH or set CDA_MPS_CODE") from e
+        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
+        return self._place(model.float().eval().requires_grad_(False))
+
+    def score(self, images, prompts):
+        m = self._model
+        ids = self._tokens(prompts).input_ids
+        cond_ids = self._tokens([self.condition]).input_ids.expand(ids.shape[0], -1)
+        text_tok, text_emb = m.model.get_text_features(ids)
+        cond_tok, _ = m.model.get_text_features(cond_ids)
+        img_tok = m.model.get_image_features(clip_preprocess(images, self.image_size).to(self.model_device))
+        sim = torch.einsum("bid,bjd->bji", text_tok, cond_tok).amax(dim=1, keepdim=True)  # (b, 1, text tokens)
+        sim = sim / sim.amax(dim=-1, keepdim=True)
+        mask = torch.where(sim > 0.3, 0.0, float("-inf")).to(img_tok.dtype).expand(-1, img_tok.shape[1], -1)
+        img = m.cross_model(img_tok, text_tok, mask)[:, 0]
+        s = m.logit_scale.exp() * F.cosine_similarity(img, text_emb, dim=-1)
+        return s.to(images.dtype).to(images.device)
 
 
 class TinyCLIPReward(torch.nn.Module):
@@ -207,36 +419,39 @@ class TinyCLIPReward(torch.nn.Module):
         if prompts is None or len(prompts) != images.shape[0]:
             raise ValueError("tiny_clip reward: needs one prompt per image")
         m = self.model
-        img = m.get_image_features(pixel_values=clip_preprocess(images, self.image_size))
+        img = _features(m.get_image_features(pixel_values=clip_preprocess(images, self.image_size)))
         tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        txt = m.get_text_features(input_ids=tok.input_ids)
-        if not isinstance(img, torch.Tensor):
-            img, txt = img.pooler_output, txt.pooler_output
+        txt = _features(m.get_text_features(input_ids=tok.input_ids))
         return 100.0 * F.cosine_similarity(img, txt, dim=-1)
 
 
 WEIGHTED = {"aesthetic": Aesthetic, "hps": HPS, "pickscore": PickScore, "imagereward": ImageReward,
             "mps": MPS, "clip": CLIPScore, "tiny_clip": TinyCLIPReward}
+TINY = ("tiny_aesthetic", "tiny_hps", "tiny_pickscore", "tiny_imagereward", "tiny_mps", "tiny_clip_score")
 
 
 def known() -> list[str]:
-    return sorted(set(wf.WEIGHT_FREE) | set(WEIGHTED))
+    return sorted(set(wf.WEIGHT_FREE) | set(WEIGHTED) | set(TINY))
 
 
 def get_reward(name: str, **kw):
-    """The reward called ``name`` (nothing is loaded until it is first called)."""
+    """The reward called ``name`` (nothing is loaded until it is first called; ``tiny_*`` are built now)."""
     if name in wf.WEIGHT_FREE:
         if kw:
             raise ValueError(f"reward {name!r} takes no options, got {sorted(kw)}")
         return WeightFree(name)
     if name in WEIGHTED:
         return WEIGHTED[name](**kw)
+    if name in TINY:
+        from cda_lite.sd import tiny_rewards
+        return getattr(tiny_rewards, name)(**kw)
     raise ValueError(f"unknown reward {name!r}; known: {known()}")
 
 
 def normalizer(name: str, stats: dict | None = None) -> RewardNormalizer | None:
-    """Table 7's (mean, std) for ``name`` (or ``stats[name]``); None when neither has it (raw units)."""
+    """Table 7's (mean, std) for ``name`` (or ``stats[name]``); None when neither has it (raw units).
+    ImageReward has no Table 7 entry: its scorer is already standardised by the package's own mean/std."""
     table = {**wf.TABLE7_STATS, **(stats or {})}
     if name not in table:
         return None

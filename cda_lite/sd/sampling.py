@@ -76,15 +76,20 @@ class SDEps(torch.nn.Module):
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         if self.cond is None:
             raise ValueError("SDEps: call set_prompts(...) or set_embeddings(...) before sampling")
+        return self.eps_with(x, t, self.cond, self.uncond)
+
+    def eps_with(self, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None = None) -> torch.Tensor:
+        """ε̂ with the given embeddings (no state read but the UNet's): what chunked and checkpointed
+        callers use, since a recomputation in the backward pass must see the same embeddings."""
         n = x.shape[0]
-        if self.cond.shape[0] != n:
-            raise ValueError(f"SDEps: {self.cond.shape[0]} prompt embeddings for a batch of {n}")
+        if cond.shape[0] != n:
+            raise ValueError(f"SDEps: {cond.shape[0]} prompt embeddings for a batch of {n}")
         dt = next(self.unet.parameters()).dtype
         if self.guidance == 1.0:
-            return self.unet(x.to(dt), self._t(t, n, x.device), encoder_hidden_states=self.cond).sample.to(x.dtype)
-        unc = self.uncond.expand(n, -1, -1)
+            return self.unet(x.to(dt), self._t(t, n, x.device), encoder_hidden_states=cond).sample.to(x.dtype)
+        unc = uncond.expand(n, -1, -1)
         out = self.unet(torch.cat([x, x]).to(dt), self._t(t, 2 * n, x.device),
-                        encoder_hidden_states=torch.cat([unc, self.cond])).sample.to(x.dtype)
+                        encoder_hidden_states=torch.cat([unc, cond])).sample.to(x.dtype)
         e_u, e_c = out.chunk(2)
         return e_u + self.guidance * (e_c - e_u)
 

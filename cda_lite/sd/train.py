@@ -118,12 +118,18 @@ def _write_logs(trainer, names, out):
 
 
 def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = True, device=None,
-        max_steps: int | None = None) -> dict:
+        max_steps: int | None = None, setup=None, main: bool = True) -> dict:
     """Train, logging every step (log.jsonl, log.csv), checkpointing every ``p.checkpoint_every`` steps
     (checkpoint.pt + lora/), resuming from ``out/checkpoint.pt`` when ``resume``. A non-finite loss
-    stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json)."""
-    os.makedirs(out, exist_ok=True)
+    stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json).
+
+    ``setup(trainer)`` runs right after the trainer is built (the multi-process run of
+    :mod:`cda_lite.sd.distributed` installs its synchronisation there); ``main=False`` writes nothing."""
+    if main:
+        os.makedirs(out, exist_ok=True)
     trainer, eps, ref, chain, ctx = build(pipe, p, device)
+    if setup is not None:
+        setup(trainer)
     ckpt = os.path.join(out, "checkpoint.pt")
     if resume and os.path.exists(ckpt):
         trainer.resume(ckpt)
@@ -134,22 +140,26 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
         for _ in trainer.run(steps=max_steps, progress=progress):
             trainer.log[-1]["seconds"] = time.time() - t0
             t0 = time.time()
-            _write_logs(trainer, names, out)
-            if p.checkpoint_every and trainer.step % p.checkpoint_every == 0:
+            if main:
+                _write_logs(trainer, names, out)
+            if main and p.checkpoint_every and trainer.step % p.checkpoint_every == 0:
                 trainer.save(ckpt)
                 L.save_lora(pipe, os.path.join(out, "lora"))
     except FloatingPointError as e:
         status = f"stopped: {e}"
-        atomic_write_json({"status": status, "step": trainer.step}, os.path.join(out, "summary.json"))
+        if main:
+            atomic_write_json({"status": status, "step": trainer.step}, os.path.join(out, "summary.json"))
         raise
-    trainer.save(ckpt)
-    L.save_lora(pipe, os.path.join(out, "lora"))
+    if main:
+        trainer.save(ckpt)
+        L.save_lora(pipe, os.path.join(out, "lora"))
     last = trainer.log[-1] if trainer.log else {}
     summary = {"status": status if trainer.step >= p.steps else "partial", "preset": p.name, "step": trainer.step,
                "constraints": [c.describe() for c in trainer.constraints], "lam": trainer.lam.tolist(),
                "lam_raw": trainer.lam_raw().tolist(), "last_expected": last.get("expected"),
                "last_kl": last.get("kl"), "published": p.published}
-    atomic_write_json(summary, os.path.join(out, "summary.json"))
+    if main:
+        atomic_write_json(summary, os.path.join(out, "summary.json"))
     summary["trainer"] = trainer
     return summary
 
