@@ -81,7 +81,7 @@ class DigitReward:
     """A weight-free reward of :mod:`cda_lite.rewards` on model-space digits: r(x) = reward(to_rgb(x)).
 
     ``"ink"`` (= ``"brightness"`` of the [0, 1] image: the mean ink per pixel, since ink is the bright
-    value), ``"global_contrast"`` (std of the pixels), ``"local_contrast"`` (mean |Y − blur(Y)|).
+    value), ``"global_contrast"`` (std of the pixels), ``"local_contrast"`` (mean ``|Y − blur(Y)|``).
     Callable on (n, 1, H, W) tensors → (n,), differentiable; ``.name`` is the name given.
     """
 

@@ -7,7 +7,8 @@ UNet's ``conv_out``), the path-wise KL and the rivals take it unchanged.
 
 :func:`digits_schedule` is the schedule of this rung (cosine, β capped at 0.2; the same β's as diffusers'
 ``betas_for_alpha_bar``, so diffusers' DDPM/DDIM schedulers can run it too — Chapter 8 checks that).
-:func:`pretrain_digits` trains the base model with :func:`cda_lite.train.fit` (fast profile) or loads the
+:func:`pretrain_digits` trains the base model with :func:`cda_lite.train.train_dsm` plus an exponential
+moving average of the weights (fast profile) or loads the
 committed checkpoint ``data/checkpoints/digits_unet.pt`` (full profile); both are cached.
 
 Regenerate the committed checkpoint with::
@@ -19,6 +20,7 @@ Chapters 8 and 9.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -35,19 +37,23 @@ from cda_lite.schedules import Schedule, cosine
 DIGITS_T = 100
 DIGITS_MAX_BETA = 0.2
 
-# the base model's architecture: two resolutions (8×8, 4×4), no attention; ~0.27 M parameters
+# the base model's architecture: two resolutions (8×8, 4×4), no attention; 0.16 M parameters
 DEFAULT_ARCH = {
-    "block_out_channels": (32, 64),
+    "block_out_channels": (16, 32),
     "layers_per_block": 1,
     "norm_num_groups": 8,
     "attention": False,
 }
 
-# training recipe of the base model per profile (steps × batch 128, AdamW, cosine decay)
-FAST_STEPS = 700
-FULL_STEPS = 6000
+# training recipe of the base model per profile (steps × batch 128, AdamW, cosine decay); one step
+# costs ~0.11 s on one idle core, so the fast profile trains in about 2 minutes
+FAST_STEPS = 1000
+FULL_STEPS = 4000
 BATCH_SIZE = 128
 LR = 2e-3
+# the returned weights are an exponential moving average of the iterates (as in DDPM); with 1000 steps
+# it evened out the class shares of the samples (max deviation from 10 %: 0.038 against 0.062)
+EMA_DECAY = 0.995
 
 CHECKPOINT = ("checkpoints", "digits_unet.pt")
 
@@ -59,7 +65,7 @@ def digits_schedule(T: int = DIGITS_T, max_beta: float = DIGITS_MAX_BETA) -> Sch
     schedule with another cap). Cosine spends fewer steps on nearly destroyed images than a linear
     schedule (8×8 images lose their content early). The cap only changes the last four steps: with 0.999
     the final ᾱ is 2·10⁻⁷ and the first reverse step multiplies the network's ε error by up to
-    1/√(1−β) ≈ 32 (a few samples in a thousand blow up to |x| ≈ 30); with 0.2 the factor is ≤ 1.12 and
+    1/√(1−β) ≈ 32 (a few samples in a thousand blow up to ``|x|`` ≈ 30); with 0.2 the factor is ≤ 1.12 and
     ᾱ_{T−1} = 2.6·10⁻³, i.e. x_T keeps a signal of std 0.05 against unit noise: N(0, I) is still a
     faithful start. T = 100 keeps 100-step ancestral sampling cheap on a CPU.
     """
@@ -147,39 +153,56 @@ def _cache_path(steps: int, seed: int, schedule: Schedule) -> str:
 
     payload = json.dumps({"arch": {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULT_ARCH.items()},
                           "betas": np.round(schedule.betas, 12).tolist(), "steps": steps, "seed": seed,
-                          "batch": BATCH_SIZE, "lr": LR, "data": "sklearn-digits"}, sort_keys=True)
+                          "batch": BATCH_SIZE, "lr": LR, "ema": EMA_DECAY, "data": "sklearn-digits"}, sort_keys=True)
     return os.path.join(cache_dir(), "digits", hashlib.sha256(payload.encode()).hexdigest()[:16] + ".pt")
 
 
-def train_digits_unet(steps: int, seed: int = 0, progress: bool = False) -> tuple[UNetEps, list[float]]:
+def train_digits_unet(steps: int, seed: int = 0, progress: bool = False,
+                      ema_decay: float = EMA_DECAY) -> tuple[UNetEps, list[float]]:
     """Train a fresh :class:`UNetEps` (``DEFAULT_ARCH``) on all 1797 digits by denoising score matching
-    (:func:`cda_lite.train.fit`). Returns ``(model, losses)``."""
+    (the loop :func:`cda_lite.train.train_dsm`, batch ``BATCH_SIZE``, lr ``LR``) and return
+    ``(ema_model, losses)``: the exponential moving average of the iterates with decay ``ema_decay``
+    (0 returns the last iterate), in eval mode, and the per-step training losses."""
+    from tqdm.auto import tqdm
+
     from cda_lite.digits import load_digits
-    from cda_lite.train import fit
+    from cda_lite.train import train_dsm
 
     if int(steps) < 1:
         raise ValueError(f"steps: expected a positive number of training steps, got {steps}")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay: expected a value in [0, 1), got {ema_decay}")
     schedule = digits_schedule()
     torch.manual_seed(seed)
     model = UNetEps(schedule.T, **DEFAULT_ARCH)
-    model, losses = fit(model, load_digits(), schedule, steps=int(steps), batch_size=BATCH_SIZE, lr=LR,
-                        seed=seed, progress=progress)
-    return model.eval(), losses
+    ema = copy.deepcopy(model)
+    losses = []
+    loop = train_dsm(model, load_digits(), schedule, steps=int(steps), batch_size=BATCH_SIZE, lr=LR, seed=seed)
+    for state in tqdm(loop, total=int(steps), disable=not progress, desc="DSM"):
+        losses.append(state.loss)
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1.0 - ema_decay)
+    return ema.eval(), losses
 
 
 def pretrain_digits(steps: int | None = None, seed: int = 0, progress: bool = False, cache: bool = True) -> UNetEps:
     """The digits rung's base ε-model, in eval mode, with its training losses as ``.losses``.
 
     ``steps=None``: under the fast profile, ``FAST_STEPS`` steps of DSM from scratch (cached in
-    ``$CDA_CACHE/digits``); under the full profile, the committed checkpoint
-    ``data/checkpoints/digits_unet.pt`` (``FULL_STEPS`` steps; see ``data/checkpoints/README.md``).
+    ``$CDA_CACHE/digits``); under the full profile (and ``seed=0``), the committed checkpoint
+    ``data/checkpoints/digits_unet.pt`` (``FULL_STEPS`` steps; see ``data/checkpoints/README.md``),
+    or, without it, ``FULL_STEPS`` steps trained here.
     An explicit ``steps`` always trains (or loads the cached result of) that many steps.
     """
-    if steps is None and profile() == "full":
+    if steps is None and seed == 0 and profile() == "full":
         from cda_lite.paths import data_path
 
-        path = data_path(*CHECKPOINT)
-        if path.exists():
+        try:
+            path = data_path(*CHECKPOINT)
+        except FileNotFoundError:  # an installed package without the repository's data/ folder
+            path = None
+        if path is not None and path.exists():
             model = load_unet(str(path))
             model.losses = list(model.extra.get("losses", []))
             return model
@@ -216,15 +239,16 @@ def main(argv=None) -> int:
     prof = args.profile or profile()
     steps = args.steps if args.steps is not None else (FAST_STEPS if prof == "fast" else FULL_STEPS)
     t0 = time.time()
-    model, losses = train_digits_unet(steps, args.seed, progress=True)
+    model, losses = train_digits_unet(steps, args.seed, progress=True)  # EMA weights
     secs = time.time() - t0
     tail = float(np.mean(losses[-100:]))
     print(f"trained {steps} steps in {secs:.0f} s; final loss (mean of last 100) {tail:.4f}; "
           f"{model.n_parameters()} parameters")
     if args.out:
         save_unet(model, args.out, extra={"steps": steps, "seed": args.seed, "batch": BATCH_SIZE, "lr": LR,
+                                          "ema": EMA_DECAY,
                                           "losses": [round(v, 5) for v in losses], "seconds": round(secs),
-                                          "torch": torch.__version__})
+                                          "torch": str(torch.__version__)})
         print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
     return 0
 

@@ -249,3 +249,53 @@ def test_das_on_images_reaches_the_exact_tilted_mean():
     assert shift_exact > 0.5
     assert abs(shift_got - shift_exact) < 0.1 * shift_exact
     assert np.abs(got - target).max() < 0.2
+
+
+def test_shared_base_reuses_a_repeated_call_and_counts_images():
+    """Chapter 9's SharedBase: Σ_i λ_i (ε_base + δ_i) on one x costs one base pass (no_grad), equal to the
+    uncached sum; a new tensor, an in-place change, another t or grad mode all recompute."""
+    from cda_lite.image_experiments import SharedBase
+    from cda_lite.models import LinearCombinationEps
+
+    base = TinyConvEps(SCHEDULE.T, seed=1).double()
+    shared = SharedBase(base)
+    deltas = [TinyConvEps(SCHEDULE.T, seed=s).double() for s in (2, 3)]
+    experts = [ResidualEps(shared, d) for d in deltas]
+    with torch.no_grad():
+        for d in deltas:
+            for prm in d.parameters():
+                prm.add_(0.1 * torch.randn_like(prm))
+    x = torch.randn(5, *SHAPE, dtype=torch.float64)
+    mix = LinearCombinationEps(experts, [0.3, 0.7])
+    with torch.no_grad():
+        got = mix(x, 7)
+        want = base(x, 7) + 0.3 * deltas[0](x, 7) + 0.7 * deltas[1](x, 7)
+        assert shared.images == 5  # one pass for both experts
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        shared(x, 8)
+        assert shared.images == 10  # another t
+        x.add_(1.0)
+        torch.testing.assert_close(shared(x, 8), base(x, 8))
+        assert shared.images == 15  # modified in place
+        shared(x.clone(), 8)
+        assert shared.images == 20  # another tensor
+        t = torch.full((5,), 8)
+        shared(x, t), shared(x, t)
+        assert shared.images == 25  # a (n,) t tensor equal to the last one is recognised
+    shared(x, 8)
+    assert shared.images == 30  # with gradients on, never cached
+
+
+def test_conv_correction_starts_at_zero_inside_residual_eps():
+    from cda_lite.image_experiments import ConvCorrection
+
+    base = TinyConvEps(SCHEDULE.T, seed=1)
+    corr = ConvCorrection(SCHEDULE.T, channels=1, width=8, size=4)
+    model = ResidualEps(base, corr)
+    x = torch.randn(6, *SHAPE)
+    t = torch.arange(6) * 5
+    torch.testing.assert_close(model(x, t), base(x, t), rtol=0, atol=0)
+    # one gradient step moves it off zero through both the template and the convolutions
+    loss = (model(x, t) - base(x, t) - 1.0).pow(2).sum()
+    loss.backward()
+    assert corr.template.bias.grad.abs().sum() > 0 and corr.out.weight.grad.abs().sum() > 0

@@ -90,6 +90,11 @@ def make_site(root: Path) -> Path:
         <img src="_images/missing.png" alt="missing">
         <img src="https://cdn.example.invalid/logo.png" alt="off-host">
         <a href="nowhere.html">gone</a> <a href="other.html#no-such-anchor">bad anchor</a>
+        <p>| method | error |
+|---|---|
+| ours | 0.1 |</p>
+        <p>| as Sphinx smartens it |
+|—|</p>
         <script>console.error("boom from the page");</script>"""))
     (site / "_sources" / "broken.md").write_text(NOTEBOOK_FRONT + "# Broken\n\n$\\frac{1}$\n")
     # maths in the source, but the page never loads MathJax
@@ -143,14 +148,14 @@ def checked(tmp_path_factory):
 @needs_browser
 def test_every_breakage_is_reported_where_it_is(checked):
     _, _, report = checked
-    expected = {("broken.html", kind) for kind in ("console", "offhost", "network", "math", "image", "link", "download")}
+    expected = {("broken.html", kind) for kind in ("console", "offhost", "network", "math", "markdown", "image", "link", "download")}
     expected.add(("plain.html", "math"))
     assert report.kinds() == expected, report.text()
     details = "\n".join(str(p) for p in report.problems)
     assert "boom from the page" in details and "cdn.example.invalid" in details
     assert "nowhere.html" in details and "no-such-anchor" in details and "missing.png" in details
     assert "Missing argument for \\frac" in details and "undefined macro \\lamda" in details
-    assert "source plain.md has maths" in details
+    assert "source plain.md has maths" in details and "Markdown table shown as text: | method" in details
     assert not report.ok and "FAIL" in report.text()
 
 

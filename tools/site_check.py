@@ -10,6 +10,7 @@ headless Chromium. A page passes when
   the browser runs with every host name unresolvable except 127.0.0.1, so an attempt also fails);
 - MathJax typeset every maths element (``.math`` holds an ``mjx-container``, no ``mjx-merror``), and
   a page whose source (``_sources/``) has ``$...$`` maths shows typeset maths;
+- no Markdown table is left as text (``| --- |`` in a paragraph: an output rendered without tables);
 - every ``<img>`` has loaded (``naturalWidth > 0``);
 - every link to a local page or anchor resolves: the file exists and, for ``page.html#id``, the
   target page has an element with that id;
@@ -69,7 +70,7 @@ DRIVER_NAMES = ("chromedriver",)
 @dataclass
 class Problem:
     page: str
-    kind: str  # console | offhost | network | math | image | link | download | load
+    kind: str  # console | offhost | network | math | markdown | image | link | download | load
     detail: str
 
     def __str__(self) -> str:
@@ -331,6 +332,11 @@ for (const box of document.querySelectorAll('mjx-container')) {
   for (const t of box.querySelectorAll('mjx-assistive-mml mtext[mathcolor="red"]'))
     if (t.textContent.trim().startsWith('\\')) merrors.push('undefined macro ' + t.textContent.trim().slice(0, 40));
 }
+// a Markdown table left as text (e.g. a text/markdown output rendered without table support;
+// Sphinx's smart quotes may have turned its "---" into an em dash)
+const rawTables = Array.from(document.querySelectorAll('p'))
+  .filter(p => !p.closest('pre, code') && /\|\s*:?(-{3,}|[\u2013\u2014][-\u2013\u2014]*):?\s*\|/.test(p.textContent))
+  .map(p => p.textContent.trim().slice(0, 80));
 const images = Array.from(document.images).map(img => ({
   src: img.currentSrc || img.src || img.getAttribute('src') || '', complete: img.complete,
   width: img.naturalWidth }));
@@ -338,7 +344,7 @@ const links = Array.from(document.querySelectorAll('a[href]')).map(a => ({
   href: a.href, raw: a.getAttribute('href') }));
 const ids = Array.from(document.querySelectorAll('[id]')).map(el => el.id)
   .concat(Array.from(document.querySelectorAll('a[name]')).map(a => a.getAttribute('name')));
-return {url: location.href, math: math.length, untypeset: untypeset, merrors: merrors,
+return {url: location.href, math: math.length, untypeset: untypeset, merrors: merrors, rawTables: rawTables,
         mjx: document.querySelectorAll('mjx-container').length, images: images, links: links, ids: ids,
         height: Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)};
 """
@@ -379,9 +385,17 @@ def _network_events(drv) -> list[dict]:
 def _screenshot(drv, path: Path, height: int) -> bool:
     """Full-page PNG (cut at MAX_SCREENSHOT_HEIGHT); True if the page was cut."""
     h = max(1, min(int(height), MAX_SCREENSHOT_HEIGHT))
-    shot = drv.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True, "fromSurface": True,
-        "clip": {"x": 0, "y": 0, "width": WINDOW[0], "height": h, "scale": 1}})
+    # Lay the page out in a viewport as tall as the picture (as a full-page capture does), then
+    # restore the window: capturing "beyond the viewport" without it can shift the layout.
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                        {"width": WINDOW[0], "height": h, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        drv.execute_script("window.scrollTo(0, 0)")
+        shot = drv.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "fromSurface": True,
+            "clip": {"x": 0, "y": 0, "width": WINDOW[0], "height": h, "scale": 1}})
+    finally:
+        drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
     return height > MAX_SCREENSHOT_HEIGHT
@@ -500,6 +514,9 @@ def check_site(site: str | Path, screenshots: str | Path | None = None, pages: l
                     if source_has_math(text):
                         problems.append(Problem(page, "math", f"source {src.name} has maths but the page "
                                                               "shows no typeset maths"))
+
+                for text in info["rawTables"][:5]:
+                    problems.append(Problem(page, "markdown", f"Markdown table shown as text: {text}"))
 
                 # images
                 res.images = len(info["images"])

@@ -8,10 +8,17 @@ transformers and peft lazily through the submodules:
 - :mod:`cda_lite.sd.tiny` — :func:`tiny_pipeline`, a few-MB random SD pipeline for tests and CPU
 - :mod:`cda_lite.sd.lora` — peft LoRA on the attention projections; diffusers-format save/load
 - :mod:`cda_lite.sd.sampling` — the ε-model wrapper (CFG, fixed prompt embeddings) and decoding
-- :mod:`cda_lite.sd.rewards` — reward registry by name (weight-free and weight-based)
+- :mod:`cda_lite.sd.rewards` — reward registry by name (weight-free; CLIP, PickScore, aesthetic, HPSv2,
+  ImageReward, MPS from local checkpoints or the hub)
+- :mod:`cda_lite.sd.convert` — the published checkpoint layouts (open_clip, ImageReward) → transformers
+- :mod:`cda_lite.sd.tiny_rewards` — tiny random stand-ins of every scorer, through the real loaders
+- :mod:`cda_lite.sd.concepts` — min-over-prompts CLIP / BLIP-2 ITM metrics (Tables 1, 4)
 - :mod:`cda_lite.sd.train` — constrained LoRA alignment through :class:`cda_lite.align.PrimalDualTrainer`
+- :mod:`cda_lite.sd.distributed` — the same training over several processes (accelerate / torchrun)
 - :mod:`cda_lite.sd.compose` — product of LoRA adapters / prompts by Algorithm 3
-- :mod:`cda_lite.sd.presets` — one config per paper experiment (fig3, fig4, table2, fig5, table1, table4)
+- :mod:`cda_lite.sd.inference` — DAS over latents and Diffusion Blend over adapters (Chapter 7's samplers)
+- :mod:`cda_lite.sd.presets` — one config per paper experiment (fig3, fig4, table2, fig5, table1, table4,
+  das, blend) and the published numbers (``data/published/khalafi2025.json``)
 
-Chapters 10 and 11; ``python -m cda_lite.sd train|compose --preset NAME [--tiny] --out DIR``.
+Chapters 10 and 11; ``python -m cda_lite.sd train|compose|sample --preset NAME [--tiny] --out DIR``.
 """

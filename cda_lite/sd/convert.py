@@ -242,6 +242,11 @@ def random_imagereward_state_dict(seed: int = 0, vision: dict | None = None, tex
     torch.manual_seed(seed)
     vm = BlipVisionModel(BlipVisionConfig(**vision))
     tm = BlipTextModel(BlipTextConfig(**text), add_pooling_layer=False)
+    with torch.no_grad():  # BERT's 0.02-std init makes a tiny model nearly blind to the image: widen it
+        for m in (vm, tm):
+            for name, w in m.named_parameters():
+                if w.ndim >= 2 and "embedding" not in name:
+                    w.normal_(0.0, w[0].numel() ** -0.5)
     inv_v = {v: k for k, v in _IR_VISION.items()}
     inv_b = {v: k for k, v in _IR_BLOCK.items()}
     sd = {}

@@ -23,6 +23,27 @@ from cda_lite.sd.tiny import TINY_PROMPT_LENGTH, tiny_tokenizer
 IMAGE = 32  # the tiny scorers' input resolution (the tiny pipeline makes 32 px images)
 
 
+def _quiet(fn):
+    """Run a stand-in builder without transformers' progress bars and config warnings (tiny vocabularies
+    trip its token-id checks); the previous settings are restored."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from transformers.utils import logging as tl
+
+        level, bars = tl.get_verbosity(), tl.is_progress_bar_enabled()
+        tl.set_verbosity_error()
+        tl.disable_progress_bar()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            tl.set_verbosity(level)
+            if bars:
+                tl.enable_progress_bar()
+    return wrapper
+
+
 def _loaded(scorer, folder):
     try:
         scorer._model = scorer.load()
@@ -55,18 +76,21 @@ def _clip_folder(seed):
     return folder
 
 
+@_quiet
 def tiny_clip_score(seed: int = 0, device=None) -> R.CLIPScore:
     """:class:`~cda_lite.sd.rewards.CLIPScore` on a tiny CLIP folder."""
     folder = _clip_folder(seed)
     return _loaded(R.CLIPScore(path=folder, device=device), folder)
 
 
+@_quiet
 def tiny_pickscore(seed: int = 1, device=None) -> R.PickScore:
     """:class:`~cda_lite.sd.rewards.PickScore` (logit_scale·cos) on a tiny CLIP folder."""
     folder = _clip_folder(seed)
     return _loaded(R.PickScore(path=folder, device=device, tokenizer=folder), folder)
 
 
+@_quiet
 def tiny_aesthetic(seed: int = 2, device=None) -> R.Aesthetic:
     """:class:`~cda_lite.sd.rewards.Aesthetic`: a random LAION-layout head (``layers.*``) on a tiny CLIP."""
     folder = _clip_folder(seed)
@@ -75,6 +99,7 @@ def tiny_aesthetic(seed: int = 2, device=None) -> R.Aesthetic:
     return _loaded(R.Aesthetic(path=head, clip_path=folder, device=device), folder)
 
 
+@_quiet
 def tiny_hps(seed: int = 3, device=None) -> R.HPS:
     """:class:`~cda_lite.sd.rewards.HPS` on a random open_clip-layout checkpoint ``{"state_dict": ...}``."""
     folder = tempfile.mkdtemp(prefix="cda-tiny-hps-")
@@ -102,6 +127,7 @@ def tiny_bert_tokenizer():
     return BertTokenizer(vocab=vocab)
 
 
+@_quiet
 def tiny_imagereward(seed: int = 4, device=None) -> R.ImageReward:
     """:class:`~cda_lite.sd.rewards.ImageReward` on a random checkpoint in ``ImageReward.pt``'s layout."""
     folder = tempfile.mkdtemp(prefix="cda-tiny-ir-")
@@ -155,6 +181,7 @@ class TinyMPSNet(torch.nn.Module):
         self.logit_scale = torch.nn.Parameter(torch.tensor(4.6052))
 
 
+@_quiet
 def tiny_mps(seed: int = 5, device=None) -> R.MPS:
     """:class:`~cda_lite.sd.rewards.MPS` on a pickled :class:`TinyMPSNet` (MPS ships a pickled model)."""
     folder = tempfile.mkdtemp(prefix="cda-tiny-mps-")
@@ -164,6 +191,7 @@ def tiny_mps(seed: int = 5, device=None) -> R.MPS:
     return _loaded(R.MPS(path=path, tokenizer=folder, image_size=IMAGE, device=device), folder)
 
 
+@_quiet
 def tiny_blip2_itm(seed: int = 6, mode: str = "itm", device=None):
     """:class:`~cda_lite.sd.concepts.Blip2ITM` on a tiny random ``Blip2ForImageTextRetrieval`` folder."""
     from transformers import Blip2Config, Blip2ForImageTextRetrieval
