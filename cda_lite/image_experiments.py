@@ -246,7 +246,7 @@ def setup(config: ImageConfig | None = None, pretrained: nn.Module | None = None
     pretrained = (pretrained or pretrain_digits()).eval()
     for p in pretrained.parameters():
         p.requires_grad_(False)
-    classifier = train_digit_classifier(seed=config.seed)
+    classifier = train_digit_classifier()  # the reward is fixed; config.seed varies the experiments only
     schedule = digits_schedule()
     chain = Chain.make(schedule, config.sample_steps, 1.0)
     rewards = digit_rewards(classifier)
@@ -471,11 +471,12 @@ class RivalRun:
     unet_forward: float  # measured UNet forward passes per output sample
     seconds: float
     ess_min: float | None = None
+    tilt_reward: float = float("nan")  # mean of the tilt's reward Σ_i w_i c_i r̃_i (what every rival aims up)
 
     def summary(self, names) -> dict:
         return {"method": self.method, "mean_rewards": {k: float(self.rewards[k].mean()) for k in names},
-                "nfe": self.nfe, "unet_forward_per_sample": self.unet_forward, "seconds": self.seconds,
-                "ess_min": self.ess_min}
+                "tilt_reward": self.tilt_reward, "nfe": self.nfe, "unet_forward_per_sample": self.unet_forward,
+                "seconds": self.seconds, "ess_min": self.ess_min}
 
 
 class NormalizedReward:
@@ -526,6 +527,8 @@ def rivals(setup: DigitSetup, experts: list[AlignmentRun], weights=None, n: int 
     res = sample_blend_corrected(models, w, setup.schedule, n, steps=steps, eta=1.0, seed=cfg.seed + 507, dim=SHAPE)
     out["corrected"] = RivalRun("corrected", res.x, setup.reward_table(res.x), res.nfe, base.images / n,
                                 time.perf_counter() - t0, float(res.ess.min()))
+    for run in out.values():
+        run.tilt_reward = float(sum(wc * run.rewards[k].mean() for wc, k in zip(w * c, names)))
     return out
 
 

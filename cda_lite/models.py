@@ -53,8 +53,25 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         self.T, self.dim = T, dim
         self.proj = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self._cache: dict = {}
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        # A frozen embedding (no parameter requires grad: a pretrained or reference network) of one
+        # shared t is a constant: cache it, keyed by the weights' version counters so that any in-place
+        # change of the weights (load_state_dict, an optimiser step) misses the cache. It is ~40 % of a
+        # small MLP's forward pass at batch 64, and a sampler calls it at every step.
+        params = list(self.proj.parameters())
+        if t.numel() == 1 and not any(p.requires_grad for p in params):
+            key = (int(t), t.device, params[0].dtype, tuple(p._version for p in params))
+            hit = self._cache.get(key)
+            if hit is None:
+                if len(self._cache) > 4 * self.T:
+                    self._cache.clear()
+                hit = self._cache[key] = self._embed(t.reshape(1)).detach()
+            return hit
+        return self._embed(t)
+
+    def _embed(self, t: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
         freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
         arg = (t.float() / self.T)[:, None] * 1000.0 * freqs[None]
