@@ -356,9 +356,9 @@ def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None,
     steps = int(steps if steps is not None else cfg.steps)
     fixed = None if fixed_weights is None else [float(w) for w in np.broadcast_to(fixed_weights, (m,))]
     label = label or ("constrained" if fixed is None else "fixed weights")
-    acfg = AlignConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_cosine=cfg.lr_cosine, dual_lr=cfg.dual_lr,
-                       kappa_p=cfg.kappa_p, nu=cfg.nu,
-                       fixed_weights=fixed, sample_steps=cfg.sample_steps, eta=1.0, grad_steps=cfg.grad_steps,
+    acfg = AlignConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_cosine=cfg.lr_cosine,
+                       dual_lr=cfg.dual_lr, kappa_p=cfg.kappa_p, nu=cfg.nu, fixed_weights=fixed,
+                       sample_steps=cfg.sample_steps, eta=1.0, grad_steps=min(cfg.grad_steps, len(setup.chain)),
                        lam_average=0.25, polish=cfg.polish, patience=10 * steps, on_infeasible="warn", seed=cfg.seed)
     payload = {"kind": "align", "spec": [list(s) for s in spec], "align": dataclasses.asdict(acfg),
                "width": cfg.width, "n_eval": cfg.n_eval, "seed": cfg.seed, "version": 1}
@@ -386,7 +386,7 @@ def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None,
         kl_history=np.array([r["kl"] for r in log]), expected_history=np.array([r["expected"] for r in log]),
         achieved=vals.mean(1), achieved_se=vals.std(1) / math.sqrt(vals.shape[1]),
         kl=float(kl.mean()), kl_se=float(kl.std() / math.sqrt(len(kl))), rewards=table, samples=x,
-        seconds=time.perf_counter() - t0, train_unet_passes=int(steps * cfg.batch_size * (K + cfg.grad_steps)),
+        seconds=time.perf_counter() - t0, train_unet_passes=int(steps * cfg.batch_size * (K + acfg.grad_steps)),
         correction_state={k: v.detach().clone() for k, v in residual.correction.state_dict().items()},
         model=aligned)
     if cache:  # True or "write"
@@ -567,7 +567,8 @@ def targets(res: ChapterResults, tol: float = 0.1) -> dict:
     return {"constrained_meets_all": bool(np.all(con.slacks >= -tol)),
             "equal_misses_one": bool(np.any(eq.slacks < -tol)),
             "equal_larger_kl": bool(eq.kl > con.kl),
-            "compose_spread_smaller": CompositionRun.spread(comp.kls_constrained) < CompositionRun.spread(comp.kls_equal)}
+            "compose_spread_smaller": bool(CompositionRun.spread(comp.kls_constrained)
+                                           < CompositionRun.spread(comp.kls_equal))}
 
 
 def summary(res: ChapterResults) -> dict:

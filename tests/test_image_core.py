@@ -299,3 +299,31 @@ def test_conv_correction_starts_at_zero_inside_residual_eps():
     loss = (model(x, t) - base(x, t) - 1.0).pow(2).sum()
     loss.backward()
     assert corr.template.bias.grad.abs().sum() > 0 and corr.out.weight.grad.abs().sum() > 0
+
+
+def test_chapter9_pipeline_smoke_and_bench_keys():
+    """Chapter 9's experiments end to end on a random tiny UNet with a tiny effort (interface, not
+    numbers): the bench's JSON keys, shapes, and the cost bookkeeping of the rivals."""
+    from cda_lite.bench.images import format as bench_format
+    from cda_lite.image_experiments import config_for, run_all, summary
+    from cda_lite.image_models import UNetEps
+
+    torch.manual_seed(0)
+    unet = UNetEps(100, block_out_channels=(8, 16)).eval()
+    cfg = config_for("fast", sample_steps=3, n_norm=16, n_eval=16, steps=2, expert_steps=1, batch_size=4,
+                     rounds=2, compose_samples=8, compose_eval=8, kl_timesteps=1, particles=8, width=8)
+    res = run_all(cfg, cache=False, pretrained=unet)
+    out = summary(res)
+    for key in ("constraints", "achieved_constrained", "achieved_equal_weights", "kl_constrained",
+                "kl_equal_weights", "lam", "compose_kls_constrained", "compose_kls_equal", "seconds"):
+        assert key in out, key
+    m = len(out["constraints"])
+    assert all(c["units"] == "sigma" for c in out["constraints"])
+    assert len(out["achieved_constrained"]) == len(out["achieved_equal_weights"]) == len(out["lam"]) == m
+    assert len(out["compose_kls_constrained"]) == len(out["compose_kls_equal"]) == len(res.experts) == 3
+    assert res.constrained.samples.shape == (16, 1, 8, 8)
+    assert np.allclose(res.equal.lam, np.sum(res.constrained.lam) / m)  # equal split of the same total
+    K = 3
+    assert out["rivals"]["db_mpa"]["unet_forward_per_sample"] == K  # one shared UNet pass per step
+    assert out["rivals"]["db_mpa"]["nfe"] == 3 * K
+    assert isinstance(bench_format({**out, "profile": "fast"}), str)
