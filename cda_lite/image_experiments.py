@@ -53,7 +53,8 @@ class ImageConfig:
 
     sample_steps: int = 10  # DDPM(η = 1) chain steps, for fine-tuning, evaluation and every rival
     n_norm: int = 512  # pretrained samples that fit the reward normalisers
-    n_eval: int = 512  # fresh samples that evaluate each fine-tuned model
+    n_eval: int = 2048  # fresh samples that evaluate the constrained and equal-weights models (s.e. ≈ 0.02σ)
+    n_eval_expert: int = 512  # fresh samples that evaluate each expert
     steps: int = 100  # primal steps of the constrained and the equal-weights runs
     expert_steps: int = 30  # primal steps of each single-reward expert
     batch_size: int = 32
@@ -75,8 +76,8 @@ class ImageConfig:
 
 PROFILES = {
     "fast": ImageConfig(),
-    "full": ImageConfig(n_norm=2048, n_eval=2048, steps=400, expert_steps=150, batch_size=64, rounds=12,
-                        compose_samples=256, compose_eval=1024, kl_timesteps=8, particles=512),
+    "full": ImageConfig(n_norm=2048, n_eval=4096, n_eval_expert=2048, steps=400, expert_steps=150, batch_size=64,
+                        rounds=12, compose_samples=256, compose_eval=1024, kl_timesteps=8, particles=512),
 }
 
 # Experiment 1: three constraints at once (levels in σ of the pretrained model's rewards)
@@ -344,16 +345,18 @@ def evaluate(setup: DigitSetup, model: ResidualEps, n: int, seed: int, batch: in
 
 
 def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None, label: str | None = None,
-          cache: bool | str = True, progress: bool = False) -> AlignmentRun:
+          cache: bool | str = True, progress: bool = False, n_eval: int | None = None) -> AlignmentRun:
     """Algorithm 1 on the digits: min KL(p_θ ‖ q) s.t. the constraints ``spec`` (triples (reward name,
     direction, level in σ)), λ learned by projected dual ascent from 1/m — or frozen at
     ``fixed_weights`` (the weighted-objective baseline). The trainable model is the pretrained UNet
-    plus a zero-initialised :class:`ConvCorrection`. ``cache``: True reads and writes
-    ``$CDA_CACHE/images``, ``"write"`` recomputes and writes, False neither."""
+    plus a zero-initialised :class:`ConvCorrection`, evaluated on ``n_eval`` fresh samples (default
+    ``config.n_eval``). ``cache``: True reads and writes ``$CDA_CACHE/images``, ``"write"`` recomputes
+    and writes, False neither."""
     cfg = setup.config
     constraints = setup.constraints(spec)
     m = len(constraints)
     steps = int(steps if steps is not None else cfg.steps)
+    n_eval = int(n_eval if n_eval is not None else cfg.n_eval)
     fixed = None if fixed_weights is None else [float(w) for w in np.broadcast_to(fixed_weights, (m,))]
     label = label or ("constrained" if fixed is None else "fixed weights")
     acfg = AlignConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_cosine=cfg.lr_cosine,
@@ -361,7 +364,7 @@ def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None,
                        sample_steps=cfg.sample_steps, eta=1.0, grad_steps=min(cfg.grad_steps, len(setup.chain)),
                        lam_average=0.25, polish=cfg.polish, patience=10 * steps, on_infeasible="warn", seed=cfg.seed)
     payload = {"kind": "align", "spec": [list(s) for s in spec], "align": dataclasses.asdict(acfg),
-               "width": cfg.width, "n_eval": cfg.n_eval, "seed": cfg.seed, "version": 1}
+               "width": cfg.width, "n_eval": n_eval, "seed": cfg.seed, "version": 1}
     path = _cache_path(setup, payload)
     if cache is True and os.path.exists(path):
         blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -375,7 +378,7 @@ def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None,
     trainer.train(progress=progress)
     aligned.eval()
     residual = trainer.modules["model"]
-    x, kl = evaluate(setup, residual, cfg.n_eval, seed=cfg.seed + 202)
+    x, kl = evaluate(setup, residual, n_eval, seed=cfg.seed + 202)
     table = setup.reward_table(x)
     vals = np.stack([table[c.name] for c in constraints])
     log = trainer.log
@@ -553,7 +556,7 @@ def run_all(config: ImageConfig | None = None, constraints=CONSTRAINTS, experts=
     eq = align(s, constraints, fixed_weights=equal_weights(con), label="equal weights", cache=cache,
                progress=progress)
     ex = [align(s, [(name, ">=", 0.0)], fixed_weights=[w], steps=s.config.expert_steps, label=f"expert {name}",
-                cache=cache, progress=progress) for name, w in experts]
+                cache=cache, progress=progress, n_eval=s.config.n_eval_expert) for name, w in experts]
     comp = compose(s, ex)
     riv = rivals(s, ex)
     return ChapterResults(s, con, eq, ex, comp, riv, time.perf_counter() - t0)

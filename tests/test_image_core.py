@@ -310,7 +310,7 @@ def test_chapter9_pipeline_smoke_and_bench_keys():
 
     torch.manual_seed(0)
     unet = UNetEps(100, block_out_channels=(8, 16)).eval()
-    cfg = config_for("fast", sample_steps=3, n_norm=16, n_eval=16, steps=2, expert_steps=1, batch_size=4,
+    cfg = config_for("fast", sample_steps=3, n_norm=16, n_eval=16, n_eval_expert=8, steps=2, expert_steps=1, batch_size=4,
                      rounds=2, compose_samples=8, compose_eval=8, kl_timesteps=1, particles=8, width=8)
     res = run_all(cfg, cache=False, pretrained=unet)
     out = summary(res)

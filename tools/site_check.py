@@ -162,6 +162,9 @@ def find_browser() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+NO_BROWSER = 3  # exit status when no browser is available (the site was not checked)
+
+
 def install_browser() -> None:
     """``apt-get install -y chromium chromium-driver`` (Debian/Ubuntu, as root); retried after
     ``apt-get update`` if the package lists are stale. Raises RuntimeError when impossible."""
@@ -605,16 +608,20 @@ def main(argv: list[str] | None = None) -> int:
 
     browser = find_browser()
     if browser is None and args.install_browser:
-        install_browser()
+        try:
+            install_browser()
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            print(f"site_check: could not install the browser: {err}", file=sys.stderr)
         browser = find_browser()
-    if browser is None:
-        print("site_check: no chromium + chromedriver (apt-get install chromium chromium-driver, "
-              "or --install-browser)", file=sys.stderr)
-        return 2
     out = Path(args.screenshots)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    if browser is None:  # exit status 3: the check could not run (no browser), as opposed to 1: it failed
+        print("site_check: no chromium + chromedriver (apt-get install chromium chromium-driver, "
+              "or --install-browser)", file=sys.stderr)
+        (out / ".no-browser").write_text("no chromium + chromedriver: the site was not checked\n")
+        return NO_BROWSER
     print(f"site_check: {args.site} in {browser[0]}", flush=True)
     try:
         report = check_site(args.site, screenshots=out, pages=args.page, browser=browser, progress=True)
