@@ -1,7 +1,7 @@
 """Chapter 9's experiments: constraints and composition on 8×8 digits, every one through the shared core.
 
 - :func:`setup` — the pretrained digit UNet (:mod:`cda_lite.image_models`), the digit classifier, the
-  rewards (``is_3`` = log p(3 | x), ``ink``, ``contrast``), the sampler chain, and one
+  rewards (``is_3`` = log p(3 | x), ``ink``, ``local_contrast``, ``global_contrast``), the sampler chain, and one
   :class:`~cda_lite.constraints.RewardNormalizer` per reward fitted on the pretrained model's samples, so
   levels are in σ units (as the paper).
 - :func:`align` — Algorithm 1 (:func:`cda_lite.align.finetune`): the frozen UNet plus a zero-initialised
@@ -20,7 +20,6 @@ that determines them), so the chapter and the bench share runs; a clean cache re
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json

@@ -23,7 +23,7 @@ from cda_lite.differentiable import sample_differentiable
 from cda_lite.gmm import GaussianMixture
 from cda_lite.inference import das, sample_blend_corrected, sample_db_mpa
 from cda_lite.kl import gaussian_chain_kl, pathwise_kl, pointwise_kl
-from cda_lite.models import ExactEps, MLPEps, ResidualEps
+from cda_lite.models import ExactEps, ResidualEps
 from cda_lite.sampling import Chain, batch_shape, sample
 from cda_lite.schedules import linear
 
@@ -310,8 +310,8 @@ def test_chapter9_pipeline_smoke_and_bench_keys():
 
     torch.manual_seed(0)
     unet = UNetEps(100, block_out_channels=(8, 16)).eval()
-    cfg = config_for("fast", sample_steps=3, n_norm=16, n_eval=16, n_eval_expert=8, steps=2, expert_steps=1, batch_size=4,
-                     rounds=2, compose_samples=8, compose_eval=8, kl_timesteps=1, particles=8, width=8)
+    cfg = config_for("fast", sample_steps=3, n_norm=16, n_eval=16, n_eval_expert=8, steps=2, expert_steps=1,
+                     batch_size=4, rounds=2, compose_samples=8, compose_eval=8, kl_timesteps=1, particles=8, width=8)
     res = run_all(cfg, cache=False, pretrained=unet)
     out = summary(res)
     for key in ("constraints", "achieved_constrained", "achieved_equal_weights", "kl_constrained",

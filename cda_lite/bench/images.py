@@ -58,6 +58,7 @@ def format(result: dict) -> str:
                  f"{np.round(result['compose_kls_equal'], 3).tolist()})")
     for k, r in result["rivals"].items():
         means = ", ".join(f"{n} {v:+.2f}" for n, v in r["mean_rewards"].items())
-        lines.append(f"{k:>11}: {means}; nfe {r['nfe']}, UNet passes/sample {r['unet_forward_per_sample']:.1f}")
+        lines.append(f"{k:>11}: tilt reward {r['tilt_reward']:+.2f} ({means}); nfe {r['nfe']}, "
+                     f"UNet passes/sample {r['unet_forward_per_sample']:.1f}")
     lines.append(f"targets met: {result['targets']['met']} ({result['seconds']:.0f} s, profile {result['profile']})")
     return "\n".join(lines)
