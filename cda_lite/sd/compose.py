@@ -144,17 +144,5 @@ def make_experts(pipe, preset, adapter_dirs: list[str] | None = None, seed: int 
     ``preset.adapters``). Without folders on the tiny pipeline, random stand-in adapters are attached."""
     if preset.experts == "prompts":
         return PromptExperts(pipe, preset.prompts, preset.guidance)
-    names = list(preset.adapters)
-    if adapter_dirs:
-        if len(adapter_dirs) != len(names):
-            raise ValueError(f"adapter_dirs: need {len(names)} folders ({names}), got {len(adapter_dirs)}")
-        for n, d in zip(names, adapter_dirs):
-            L.load_lora(pipe, d, n)
-    elif preset.tiny:
-        for i, n in enumerate(names):
-            L.add_lora(pipe.unet, 4, name=n, init="random", seed=seed + i)
-            pipe.unet.requires_grad_(False)
-    else:
-        raise ValueError("adapter_dirs: the LoRA composition needs the Table 2 adapters (one folder each); "
-                         "train them with `python -m cda_lite.sd train --preset table2 --reward NAME`")
+    names = L.attach_adapters(pipe, preset.adapters, adapter_dirs, tiny=preset.tiny, seed=seed)
     return LoraExperts(pipe, names, preset.guidance)

@@ -226,18 +226,7 @@ def run(pipe, preset, adapter_dirs: list[str] | None = None, reward=None, progre
         r = reward if reward is not None else get_reward(preset.reward)
         return sd_das(pipe, r, preset.prompts, particles=preset.particles, alpha=preset.alpha, gamma=preset.gamma,
                       progress=progress, **kw)
-    names = list(preset.adapters)
-    if adapter_dirs:
-        if len(adapter_dirs) != len(names):
-            raise ValueError(f"adapter_dirs: need {len(names)} folders ({names}), got {len(adapter_dirs)}")
-        for n, d in zip(names, adapter_dirs):
-            L.load_lora(pipe, d, n)
-    elif preset.tiny:
-        for i, n in enumerate(names):
-            L.add_lora(pipe.unet, 4, name=n, init="random", seed=preset.seed + i)
-        pipe.unet.requires_grad_(False)
-    else:
-        raise ValueError("adapter_dirs: the blends need the Table 2 adapters (one folder each)")
+    names = L.attach_adapters(pipe, preset.adapters, adapter_dirs, tiny=preset.tiny, seed=preset.seed)
     if preset.method == "db_mpa":
         return sd_db_mpa(pipe, names, preset.weights, preset.prompts, per_prompt=preset.particles, **kw)
     if preset.method == "db_kla":

@@ -96,3 +96,23 @@ def load_lora(pipe, folder: str, name: str) -> None:
 def set_active(unet, name: str) -> None:
     """Make adapter ``name`` the only active one (weight 1)."""
     unet.set_adapters([name], weights=[1.0])
+
+
+def attach_adapters(pipe, names, adapter_dirs: list[str] | None = None, tiny: bool = False, seed: int = 0) -> list[str]:
+    """Attach the LoRA adapters ``names`` to ``pipe``: loaded from ``adapter_dirs`` (one folder per name,
+    as written by ``python -m cda_lite.sd train --out``), or, on the tiny pipeline without folders,
+    random rank-4 stand-ins (seeds ``seed``, ``seed + 1``, …). Used by composition and the blends."""
+    names = list(names)
+    if adapter_dirs:
+        if len(adapter_dirs) != len(names):
+            raise ValueError(f"adapter_dirs: need {len(names)} folders ({names}), got {len(adapter_dirs)}")
+        for n, d in zip(names, adapter_dirs):
+            load_lora(pipe, d, n)
+    elif tiny:
+        for i, n in enumerate(names):
+            add_lora(pipe.unet, 4, name=n, init="random", seed=seed + i)
+        pipe.unet.requires_grad_(False)
+    else:
+        raise ValueError("adapter_dirs: composing or blending LoRAs needs the Table 2 adapters (one folder each); "
+                         "train them with `python -m cda_lite.sd train --preset table2 --reward NAME`")
+    return names
