@@ -22,6 +22,9 @@ EXTRAS  := book,test,lab,sd
 NBTEST  := build/nbtest
 # pytest-xdist workers; nbval needs every cell of a notebook on one worker (--dist loadscope).
 JOBS    ?= 2
+# Threads per test worker (and per notebook kernel it starts): JOBS workers share the cores, and two
+# workers with two torch threads each slow the small networks down many times over.
+TEST_THREADS ?= 1
 # Extra arguments for pytest (e.g. make test PYTEST_ARGS="-k gmm -x").
 PYTEST_ARGS ?=
 LAB_ARGS ?=
@@ -85,7 +88,7 @@ test: $(STAMP)
 	@# prefix is relative to book/, so book/X.md becomes build/nbtest/X.ipynb.
 	@notebooks=$$(grep -l '^jupytext:' $(CHAPTERS) /dev/null); \
 	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../$(NBTEST)//ipynb" $$notebooks; fi
-	@rc=0; CDA_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
+	@rc=0; OMP_NUM_THREADS=$(TEST_THREADS) CDA_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
 	  --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests $(NBTEST) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi; \
 	exit $$rc
