@@ -2,7 +2,7 @@
 #
 #   make book              execute every chapter and build the HTML book (book/_build/html/)
 #   make book PROFILE=full the same with the longer "full" profile
-#   make test              unit tests + every chapter as a notebook test (profile fast)
+#   make test              import-linter layers, unit tests + every chapter as a notebook test (profile fast)
 #   make student           student edition, solutions removed: build/student/notebooks/*.ipynb + HTML
 #   make test-site         build the book, then check every page in headless Chromium (build/site-check/)
 #   make lab               JupyterLab, with the .md chapters opening as notebooks
@@ -80,9 +80,11 @@ student: $(STAMP)
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(STUDENT)/book -W --keep-going
 	@echo "Hand out $(STUDENT)/notebooks/; open $(STUDENT)/book/_build/html/index.html"
 
-# Chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
+# First the layers of the library (import-linter contracts in pyproject.toml; a broken contract fails
+# the target), then: chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
 # pytest runs them with nbval next to the unit tests, in one command.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	@rm -rf $(NBTEST) && mkdir -p $(NBTEST)
 	@# One jupytext process for all chapters (its start-up costs seconds); the "../build/nbtest//"
 	@# prefix is relative to book/, so book/X.md becomes build/nbtest/X.ipynb.
