@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cda_lite.exact import InfeasibleConstraintError
+from cda_lite.errors import InfeasibleConstraintError
 
 
 @dataclass

@@ -23,6 +23,7 @@ from scipy.optimize import minimize, root
 from scipy.special import logsumexp
 
 from cda_lite._checks import as_float_array, check_finite, check_psd, check_simplex
+from cda_lite.errors import InfeasibleConstraintError
 from cda_lite.gmm import GaussianMixture
 from cda_lite.grid import Grid, GridDensity
 
@@ -31,14 +32,6 @@ __all__ = [
     "expected_rewards", "kl_tilt", "dual_function", "align_dual", "AlignResult", "product_dual",
     "ProductResult", "mixture_dual", "MixtureResult", "gaussian_kl", "reward_from_dict",
 ]
-
-
-class InfeasibleConstraintError(ValueError):
-    """No λ ≥ 0 reaches the constraint levels (Slater's condition fails)."""
-
-    def __init__(self, message: str, constraints: list[int]):
-        super().__init__(message)
-        self.constraints = constraints
 
 
 # --------------------------------------------------------------------------- rewards

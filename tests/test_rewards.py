@@ -71,7 +71,7 @@ def test_bad_input():
 
 
 def test_registry_and_normalizer():
-    from cda_lite.sd import rewards as SR
+    from cda_lite.sd import registry as SR
 
     with pytest.raises(ValueError, match="known: .*aesthetic.*brightness"):
         SR.get_reward("beauty")

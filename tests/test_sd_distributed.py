@@ -63,7 +63,7 @@ def test_two_processes_train_in_lockstep(tmp_path):
     assert np.array_equal(a["params"], b["params"]) and np.abs(a["params"]).max() > 0
     assert np.allclose(a["lam"], b["lam"]) and np.allclose(a["expected"], b["expected"])
     # Ê r_i logged = mean over both processes' micro-batches (in σ units where Table 7 has the reward)
-    from cda_lite.sd.rewards import normalizer
+    from cda_lite.sd.registry import normalizer
     from cda_lite.sd.presets import get_preset
     names = [c.reward for c in get_preset("fig3", tiny=True).constraints]
     lam = np.full(3, a["lam_init"])

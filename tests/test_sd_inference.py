@@ -14,7 +14,7 @@ from cda_lite.sd import inference as I  # noqa: E402
 from cda_lite.sd import lora as L  # noqa: E402
 from cda_lite.sd import presets as P  # noqa: E402
 from cda_lite.sd import sampling as S  # noqa: E402
-from cda_lite.sd.rewards import get_reward  # noqa: E402
+from cda_lite.sd.registry import get_reward  # noqa: E402
 from cda_lite.sd.tiny import tiny_pipeline  # noqa: E402
 
 HW = dict(height=16, width=16)

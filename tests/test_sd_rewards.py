@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 
 from cda_lite.sd import concepts as K  # noqa: E402
 from cda_lite.sd import convert as C  # noqa: E402
+from cda_lite.sd import registry as REG  # noqa: E402
 from cda_lite.sd import rewards as R  # noqa: E402
 from cda_lite.sd import tiny_rewards as TR  # noqa: E402
 from cda_lite.sd.load import MissingWeightsError  # noqa: E402
@@ -120,7 +121,7 @@ TINY = ["tiny_clip_score", "tiny_pickscore", "tiny_aesthetic", "tiny_hps", "tiny
 
 @pytest.fixture(scope="module")
 def scorers():
-    return {name: R.get_reward(name) for name in TINY}
+    return {name: REG.get_reward(name) for name in TINY}
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -163,22 +164,22 @@ def test_missing_weights_name_the_env_var(name, env, tmp_path, monkeypatch):
     for var in ("CDA_HPS_PATH", "CDA_IMAGEREWARD_PATH", "CDA_PICKSCORE_PATH", "CDA_CLIP_PATH", "CDA_MPS_PATH",
                 "CDA_AESTHETIC_PATH"):
         monkeypatch.delenv(var, raising=False)
-    r = R.get_reward(name)
+    r = REG.get_reward(name)
     with pytest.raises(MissingWeightsError, match=env):
         r(torch.rand(1, 3, 32, 32), ["a cat"])
     with pytest.raises(MissingWeightsError, match="does not exist|not a file|not found"):
-        R.get_reward(name, path=str(tmp_path / "nothing.pt"))(torch.rand(1, 3, 32, 32), ["a cat"])
+        REG.get_reward(name, path=str(tmp_path / "nothing.pt"))(torch.rand(1, 3, 32, 32), ["a cat"])
 
 
 def test_table7_normalisers():
     table = {"aesthetic": (5.1488, 0.439), "hps": (0.2669, 0.0057), "mps": (5.2365, 3.5449),
              "pickscore": (21.1547, 0.6551), "local_contrast": (0.0086, 0.0032), "saturation": (0.106, 0.0706)}
     for name, (m, s) in table.items():
-        n = R.normalizer(name)
+        n = REG.normalizer(name)
         assert (n.mean, n.std) == (m, s)
         assert n(m + 0.5 * s) == pytest.approx(0.5)
-    assert R.normalizer("imagereward") is None and R.normalizer("tiny_hps") is None
-    assert set(TINY) <= set(R.known())
+    assert REG.normalizer("imagereward") is None and REG.normalizer("tiny_hps") is None
+    assert set(TINY) <= set(REG.known())
 
 
 class _Fixed:

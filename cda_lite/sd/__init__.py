@@ -8,8 +8,9 @@ transformers and peft lazily through the submodules:
 - :mod:`cda_lite.sd.tiny` — :func:`tiny_pipeline`, a few-MB random SD pipeline for tests and CPU
 - :mod:`cda_lite.sd.lora` — peft LoRA on the attention projections; diffusers-format save/load
 - :mod:`cda_lite.sd.sampling` — the ε-model wrapper (CFG, fixed prompt embeddings) and decoding
-- :mod:`cda_lite.sd.rewards` — reward registry by name (weight-free; CLIP, PickScore, aesthetic, HPSv2,
+- :mod:`cda_lite.sd.rewards` — the reward scorers (weight-free; CLIP, PickScore, aesthetic, HPSv2,
   ImageReward, MPS from local checkpoints or the hub)
+- :mod:`cda_lite.sd.registry` — every reward by name (:func:`get_reward`, :func:`normalizer`)
 - :mod:`cda_lite.sd.convert` — the published checkpoint layouts (open_clip, ImageReward) → transformers
 - :mod:`cda_lite.sd.tiny_rewards` — tiny random stand-ins of every scorer, through the real loaders
 - :mod:`cda_lite.sd.concepts` — min-over-prompts CLIP / BLIP-2 ITM metrics (Tables 1, 4)

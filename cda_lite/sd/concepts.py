@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cda_lite.sd.rewards import _Lazy, _load_tokenizer, clip_preprocess
+from cda_lite.sd.rewards import LazyScorer, load_tokenizer, clip_preprocess
 from cda_lite.sd.load import offline
 
 
-class Blip2ITM(_Lazy):
+class Blip2ITM(LazyScorer):
     """BLIP-2 image-text matching: ``itm`` = P(match) from the ITM head, ``itc`` = max over query tokens
     of cos(query embedding, text embedding). Images in [0, 1]; one prompt per image."""
 
@@ -48,7 +48,7 @@ class Blip2ITM(_Lazy):
         except (OSError, ValueError) as e:
             self._fail(f"could not load Blip2ForImageTextRetrieval from {src!r}", e)
         tok = self.tokenizer_path or src
-        self.tokenizer = _load_tokenizer(tok, offline() or os.path.isdir(str(tok)), self, "BERT")
+        self.tokenizer = load_tokenizer(tok, offline() or os.path.isdir(str(tok)), self, "BERT")
         return self._place(model.float().eval().requires_grad_(False))
 
     def score(self, images, prompts):

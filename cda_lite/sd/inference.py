@@ -218,7 +218,7 @@ def run(pipe, preset, adapter_dirs: list[str] | None = None, reward=None, progre
     """Run an :class:`~cda_lite.sd.presets.InferencePreset`. Blends need the Table 2 adapters (one folder
     per name in ``preset.adapters``); on the tiny pipeline random stand-in adapters are attached instead.
     ``reward`` overrides the preset's reward object (DAS)."""
-    from cda_lite.sd.rewards import get_reward
+    from cda_lite.sd.registry import get_reward
 
     kw = dict(guidance=preset.guidance, height=preset.height, width=preset.width, chunk=preset.chunk,
               seed=preset.seed, steps=preset.steps, eta=preset.eta)

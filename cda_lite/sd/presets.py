@@ -29,7 +29,7 @@ def animal_prompts(animals):
 
 @dataclass
 class ConstraintSpec:
-    reward: str  # a name known to cda_lite.sd.rewards.get_reward
+    reward: str  # a name known to cda_lite.sd.registry.get_reward
     direction: str  # ">=" or "<="
     level: float  # in σ units of Table 7 when the reward has Table 7 stats, else raw
 

@@ -1,7 +1,7 @@
-"""Rewards by name for the SD rung: ``get_reward(name, **kw) -> reward(images, prompts=None) -> (n,)``
-on images (n, 3, H, W) in [0, 1] (never remapped here: the public code's second x·0.5+0.5 is trap 2
-of the reference), and :func:`normalizer` with Table 7's (mean, std) as
-:class:`cda_lite.constraints.RewardNormalizer` defaults.
+"""The reward scorers of the SD rung: ``reward(images, prompts=None) -> (n,)`` on images (n, 3, H, W) in
+[0, 1] (never remapped here: the public code's second x·0.5+0.5 is trap 2 of the reference). They are
+looked up by name with :func:`cda_lite.sd.registry.get_reward`, which also holds :func:`normalizer`
+(Table 7's (mean, std) as :class:`cda_lite.constraints.RewardNormalizer` defaults).
 
 - weight-free: brightness, global_contrast, local_contrast, saturation, colourfulness
   (:mod:`cda_lite.rewards`, defined once);
@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from cda_lite import rewards as wf
-from cda_lite.constraints import RewardNormalizer
 from cda_lite.sd.load import MissingWeightsError, offline
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -74,7 +73,7 @@ class WeightFree:
         return self.fn(images)
 
 
-class _Lazy:
+class LazyScorer:
     """Base of the weight-based rewards: resolves where the weights are, loads them on first call
     (:meth:`load`), checks the prompts, then scores (:meth:`score`) on the model's device."""
 
@@ -134,7 +133,7 @@ class _Lazy:
                    max_length=max_length or tok.model_max_length, return_tensors="pt").to(self.model_device)
 
 
-def _load_tokenizer(source: str, local: bool, owner: _Lazy, kind: str = "clip"):
+def load_tokenizer(source: str, local: bool, owner: LazyScorer, kind: str = "clip"):
     from transformers import AutoTokenizer
 
     try:
@@ -143,7 +142,7 @@ def _load_tokenizer(source: str, local: bool, owner: _Lazy, kind: str = "clip"):
         owner._fail(f"could not load the {kind} tokenizer from {source!r}", e)
 
 
-class _CLIPLike(_Lazy):
+class _CLIPLike(LazyScorer):
     """CLIP-style reward from a ``transformers`` CLIPModel folder: scale · cos(image, text)."""
 
     scale: float | None = 100.0  # None: the model's own logit_scale.exp()
@@ -163,7 +162,7 @@ class _CLIPLike(_Lazy):
             self._fail(f"could not load a CLIPModel from {src!r}", e)
         has_tok = os.path.isfile(os.path.join(str(src), "tokenizer_config.json"))
         tok_src = self.tokenizer_path or (src if has_tok or not self.tokenizer_id else self.tokenizer_id)
-        self.tokenizer = _load_tokenizer(tok_src, offline() or os.path.isdir(str(tok_src)), self)
+        self.tokenizer = load_tokenizer(tok_src, offline() or os.path.isdir(str(tok_src)), self)
         return self._place(model.float().eval().requires_grad_(False))
 
     def embed(self, images, prompts):
@@ -191,7 +190,7 @@ class PickScore(_CLIPLike):
     name, env, hub_id, scale, tokenizer_id = "pickscore", "CDA_PICKSCORE_PATH", "yuvalkirstain/PickScore_v1", None, LAION_H14
 
 
-class Aesthetic(_Lazy):
+class Aesthetic(LazyScorer):
     """LAION aesthetic predictor v2: MLP head on L2-normalised CLIP ViT-L/14 image embeddings.
     ``path`` = the head's state dict (``sac+logos+ava1-l14-linearMSE.pth``, keys ``layers.*``);
     ``clip_path`` = a CLIPModel folder (default ``$CDA_CLIP_PATH`` or openai/clip-vit-large-patch14)."""
@@ -230,7 +229,7 @@ class Aesthetic(_Lazy):
         return self._model(F.normalize(emb, dim=-1))[:, 0].to(images.dtype).to(images.device)
 
 
-class HPS(_Lazy):
+class HPS(LazyScorer):
     """HPSv2 (Wu et al. 2023): cos(image, prompt) of an open_clip ViT-H-14 fine-tuned on human preferences
     (HPSv2's ``score``: the diagonal of image_features @ text_features.T, no logit scale).
 
@@ -251,7 +250,7 @@ class HPS(_Lazy):
 
         ckpt = torch.load(self._file(), map_location="cpu", weights_only=True)
         sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
+        self.tokenizer = load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
         model = load_openclip_as_hf(sd, *self.head_widths, eos_token_id=self.tokenizer.eos_token_id)
         return self._place(model)
 
@@ -285,7 +284,7 @@ class ImageRewardModel(torch.nn.Module):
         return (self.mlp(out.last_hidden_state[:, 0]).squeeze(-1) - mean) / std
 
 
-class ImageReward(_Lazy):
+class ImageReward(LazyScorer):
     """ImageReward v1.0 (Xu et al. 2023), as its ``score``: prompt tokens (BERT, padded to 35) attend to the
     BLIP image tokens; the [CLS] feature goes through the MLP; standardised with the package's mean/std.
 
@@ -318,7 +317,7 @@ class ImageReward(_Lazy):
             if missing or unexpected:
                 raise ValueError(f"imagereward: checkpoint does not match the architecture: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}")
-        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path),
+        self.tokenizer = load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path),
                                          self, "BERT")
         return self._place(model.float().eval().requires_grad_(False))
 
@@ -334,7 +333,7 @@ MPS_CONDITION = ("light, color, clarity, tone, style, ambiance, artistry, shape,
                  "structure, instance, texture, quantity, attributes, position, number, location, word, things.")
 
 
-class MPS(_Lazy):
+class MPS(LazyScorer):
     """MPS, overall preference (Zhang et al., CVPR 2024), as its published inference:
     prompt tokens are compared with the "condition" words; image tokens attend (``cross_model``) only to
     prompt tokens whose similarity to some condition word exceeds 0.3 of the maximum; the score is
@@ -372,7 +371,7 @@ class MPS(_Lazy):
         except ModuleNotFoundError as e:
             raise ImportError("mps reward: the checkpoint is a pickled model; put the MPS repository "
                               "(its trainer/ package) on PYTHONPATH or set CDA_MPS_CODE") from e
-        self.tokenizer = _load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
+        self.tokenizer = load_tokenizer(self.tokenizer_path, offline() or os.path.isdir(self.tokenizer_path), self)
         return self._place(model.float().eval().requires_grad_(False))
 
     def score(self, images, prompts):
@@ -424,36 +423,3 @@ class TinyCLIPReward(torch.nn.Module):
                              max_length=self.tokenizer.model_max_length, return_tensors="pt")
         txt = _features(m.get_text_features(input_ids=tok.input_ids))
         return 100.0 * F.cosine_similarity(img, txt, dim=-1)
-
-
-WEIGHTED = {"aesthetic": Aesthetic, "hps": HPS, "pickscore": PickScore, "imagereward": ImageReward,
-            "mps": MPS, "clip": CLIPScore, "tiny_clip": TinyCLIPReward}
-TINY = ("tiny_aesthetic", "tiny_hps", "tiny_pickscore", "tiny_imagereward", "tiny_mps", "tiny_clip_score")
-
-
-def known() -> list[str]:
-    return sorted(set(wf.WEIGHT_FREE) | set(WEIGHTED) | set(TINY))
-
-
-def get_reward(name: str, **kw):
-    """The reward called ``name`` (nothing is loaded until it is first called; ``tiny_*`` are built now)."""
-    if name in wf.WEIGHT_FREE:
-        if kw:
-            raise ValueError(f"reward {name!r} takes no options, got {sorted(kw)}")
-        return WeightFree(name)
-    if name in WEIGHTED:
-        return WEIGHTED[name](**kw)
-    if name in TINY:
-        from cda_lite.sd import tiny_rewards
-        return getattr(tiny_rewards, name)(**kw)
-    raise ValueError(f"unknown reward {name!r}; known: {known()}")
-
-
-def normalizer(name: str, stats: dict | None = None) -> RewardNormalizer | None:
-    """Table 7's (mean, std) for ``name`` (or ``stats[name]``); None when neither has it (raw units).
-    ImageReward has no Table 7 entry: its scorer is already standardised by the package's own mean/std."""
-    table = {**wf.TABLE7_STATS, **(stats or {})}
-    if name not in table:
-        return None
-    mean, std = table[name]
-    return RewardNormalizer(float(mean), float(std))

@@ -25,7 +25,7 @@ from cda_lite.differentiable import sample_differentiable
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 from cda_lite.sd.presets import AlignPreset, derived
-from cda_lite.sd.rewards import get_reward, normalizer
+from cda_lite.sd.registry import get_reward, normalizer
 
 
 class PromptContext:
