@@ -33,7 +33,7 @@ from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import ExactEps
 from cda_lite.paths import data_path
 from cda_lite.pretrained import default_schedule
-from cda_lite.problems import load_problem
+from cda_lite.exact.problems import load_problem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

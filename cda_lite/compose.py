@@ -38,7 +38,8 @@ import torch
 from scipy.optimize import brentq
 
 from cda_lite.constraints import SimplexDual
-from cda_lite.exact import _GaussianProduct, _GridProduct, _check_experts, _simplex_solve, gaussian_kl
+from cda_lite.exact.product import GaussianProduct, GridProduct, gaussian_kl
+from cda_lite.exact.simplex import check_experts, simplex_solve
 from cda_lite.gmm import GaussianMixture
 from cda_lite.kl import lemma2_weights, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
@@ -162,7 +163,7 @@ def surrogate_score(models, lam, schedule: Schedule):
 def product_of_experts(experts, lam):
     """The exact q_AND^λ ∝ ∏ q_i^{λ_i}: a Gaussian (precision Σ λ_i Σ_i⁻¹) when every expert is one
     Gaussian, else a :class:`~cda_lite.grid.GridDensity`."""
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     lam = _check_lam(lam, len(experts))
     fam = _family(experts)
     return fam.target(lam)
@@ -170,7 +171,7 @@ def product_of_experts(experts, lam):
 
 def product_kls(experts, lam) -> np.ndarray:
     """KL(q_AND^λ ‖ q_i) for every expert, exactly (closed form or grid)."""
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     return _family(experts).kls(_check_lam(lam, len(experts)))
 
 
@@ -178,11 +179,11 @@ def surrogate_gaussian(experts, lam, alpha_bar: float) -> GaussianMixture:
     """The Gaussian whose score is Σ λ_i ∇log q_{i,t}: the product of the *noised* experts
     ∏ N(√ᾱ μ_i, ᾱΣ_i + (1−ᾱ)I)^{λ_i}. It equals the noised product q_AND,t at ᾱ = 1, and at every
     ᾱ when the Σ_i are equal; otherwise it is a different Gaussian (Chapter 5)."""
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     if any(e.n_components != 1 for e in experts):
         raise ValueError("experts: surrogate_gaussian needs single-Gaussian experts")
     noised = [e.noised(alpha_bar) for e in experts]
-    return _GaussianProduct(noised).target(_check_lam(lam, len(experts)))
+    return GaussianProduct(noised).target(_check_lam(lam, len(experts)))
 
 
 class _SurrogateChain:
@@ -222,7 +223,7 @@ def surrogate_chain_gaussian(experts, lam, schedule: Schedule, steps: int | None
     """The exact law of what Algorithm 3 samples: the DDIM(η) chain (η = 1, every step: DDPM) driven by
     ε = Σ λ_i ε_i from x_T ~ N(0, I), for single-Gaussian experts. Every ε_i is affine in x, so the
     chain stays Gaussian; its mean and covariance are propagated step by step (no sampling)."""
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     return _SurrogateChain(experts, schedule, steps, eta).output(_check_lam(lam, len(experts)))
 
 
@@ -230,7 +231,7 @@ def surrogate_fixed_point(experts, schedule: Schedule, steps: int | None = None,
     """Where Algorithm 3 settles when its KLs are exact: the λ on the simplex at which the surrogate
     chain's output (:func:`surrogate_chain_gaussian`) is equally far, in KL, from every active expert.
     Returns ``(lam, kls)``. Equals λ* when the experts share one covariance (Chapter 5)."""
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     chain = _SurrogateChain(experts, schedule, steps, eta)
 
     def kls(lam):
@@ -244,12 +245,12 @@ def surrogate_fixed_point(experts, schedule: Schedule, steps: int | None = None,
             a = brentq(gap, lo, hi, xtol=1e-12)
             lam = np.array([a, 1 - a])
             return lam, kls(lam)
-    lam = _simplex_solve(lambda l: float(np.max(kls(l))), kls, len(experts))
+    lam = simplex_solve(lambda l: float(np.max(kls(l))), kls, len(experts))
     return lam, kls(lam)
 
 
 def _family(experts):
-    return _GaussianProduct(experts) if all(e.n_components == 1 for e in experts) else _GridProduct(experts)
+    return GaussianProduct(experts) if all(e.n_components == 1 for e in experts) else GridProduct(experts)
 
 
 def _check_lam(lam, m: int) -> np.ndarray:
@@ -469,7 +470,7 @@ def or_dual_exact(experts, schedule: Schedule, config: ComposeConfig | None = No
     expert, and λ steps as in :func:`or_primal_dual`. Checks the dual and the loss against
     :func:`cda_lite.exact.mixture_dual` without any training."""
     config = config or ComposeConfig()
-    experts = _check_experts(experts)
+    experts = check_experts(experts)
     m = len(experts)
     evals = [torch.from_numpy(e.sample(config.n_samples, seed=config.seed + i)).float() for i, e in enumerate(experts)]
     lam = np.full(m, 1.0 / m)

@@ -24,7 +24,7 @@ import numpy as np
 from cda_lite import pick, profile
 from cda_lite.gmm import GaussianMixture
 from cda_lite.paths import data_path
-from cda_lite.problems import load_problem
+from cda_lite.exact.problems import load_problem
 from cda_lite.schedules import linear
 
 # Published (paper) and reference numbers put beside ours.

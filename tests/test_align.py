@@ -16,7 +16,7 @@ from cda_lite.gmm import GaussianMixture
 from cda_lite.models import ExactEps, MLPEps
 from cda_lite.paths import data_path
 from cda_lite.pretrained import default_schedule
-from cda_lite.problems import load_problem
+from cda_lite.exact.problems import load_problem
 from cda_lite.sampling import Chain, mean_eps_coefficient, sample, step_mean_std
 
 SCHEDULE = default_schedule()

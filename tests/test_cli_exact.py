@@ -13,7 +13,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from cda_lite import exact as E
-from cda_lite.problems import load_problem
+from cda_lite.exact.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from cda_lite.langevin import annealed_langevin, langevin_levels, mean_curvature
 from cda_lite.models import ExactEps
 from cda_lite.paths import data_path
 from cda_lite.pretrained import default_schedule
-from cda_lite.problems import load_problem
+from cda_lite.exact.problems import load_problem
 from cda_lite.sampling import sample
 from cda_lite.schedules import linear
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cda_lite import exact as E
-from cda_lite.problems import AlignmentProblem, CompositionProblem, load_problem, save_problem
+from cda_lite.exact.problems import AlignmentProblem, CompositionProblem, load_problem, save_problem
 
 ISSUE_EXAMPLE = {
     "base": {"weights": [0.5, 0.5], "means": [[0, 0], [2, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 0.5]]]},

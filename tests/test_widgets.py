@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from cda_lite.exact import LinearReward, QuadraticReward, align_dual, gaussian_kl  # noqa: E402
 from cda_lite.gmm import GaussianMixture  # noqa: E402
 from cda_lite.paths import data_path  # noqa: E402
-from cda_lite.problems import load_problem  # noqa: E402
+from cda_lite.exact.problems import load_problem  # noqa: E402
 from cda_lite import widgets as W  # noqa: E402
 
 G = GaussianMixture.gaussian

@@ -21,7 +21,7 @@ from cda_lite.kl import pathwise_kl
 from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import MLPEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
-from cda_lite.problems import AlignmentProblem, load_problem
+from cda_lite.exact.problems import AlignmentProblem, load_problem
 from cda_lite.sampling import LARGE, sample
 
 

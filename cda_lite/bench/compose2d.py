@@ -28,7 +28,7 @@ from cda_lite.gmm import GaussianMixture
 from cda_lite.metrics import mode_masses
 from cda_lite.models import ExactEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
-from cda_lite.problems import CompositionProblem, load_problem
+from cda_lite.exact.problems import CompositionProblem, load_problem
 from cda_lite.sampling import sample
 
 

@@ -25,7 +25,7 @@ from cda_lite.inference import (
 from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import ExactEps, MLPEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
-from cda_lite.problems import AlignmentProblem, load_problem
+from cda_lite.exact.problems import AlignmentProblem, load_problem
 
 METHODS = ("das", "db_mpa", "db_mpa_corrected", "db_kla", "db_mpa_ls", "msdda", "guidance", "guidance_unscaled")
 DISTANCE = "sliced Wasserstein-1 (256 random directions) between N method samples and N exact-target samples"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cda_lite.exact import reward_from_dict
+from cda_lite.exact.rewards import reward_from_dict
 from cda_lite.gmm import GaussianMixture
 
 ALIGN_KEYS = {"base", "rewards", "thresholds", "seed", "name", "description"}
