@@ -49,6 +49,10 @@ def test_contracts_hold_on_the_real_tree(tmp_path):
     ("cda_lite.sampling", "from cda_lite.sd import lora", "Layers"),
     # the 2-D truth importing something learned
     ("cda_lite.gmm", "from cda_lite.models import MLPEps", "The 2-D truth imports nothing learned"),
+    # one rung importing the other
+    ("cda_lite.digits.data", "from cda_lite.sd import lora", "The rungs never import each other"),
+    # a circle between two modules of one layer (exact already imports gmm)
+    ("cda_lite.gmm", "from cda_lite.exact import tilt", "No import cycles"),
 ])
 def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):
     tree = _copy(tmp_path)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cda_lite import digits
-from cda_lite.classifier import ClassLogProb, DigitClassifier, class_frequencies, train_digit_classifier
-from cda_lite.image_models import UNetEps, digits_schedule, load_unet, save_unet
+from cda_lite.digits.classifier import ClassLogProb, DigitClassifier, class_frequencies, train_digit_classifier
+from cda_lite.digits.unet import UNetEps, digits_schedule, load_unet, save_unet
 from cda_lite.models import ResidualEps
 from cda_lite.sampling import sample
 from cda_lite.schedules import cosine
@@ -210,7 +210,7 @@ def test_class_log_prob_probabilities_sum_to_one_and_bad_input(classifier, data)
 
 
 def test_train_functions_reject_bad_steps():
-    from cda_lite.image_models import train_digits_unet
+    from cda_lite.digits.unet import train_digits_unet
 
     with pytest.raises(ValueError, match="steps"):
         train_digit_classifier(steps=0)
@@ -219,7 +219,7 @@ def test_train_functions_reject_bad_steps():
 
 
 def test_train_digits_unet_ema_decay_zero_is_the_last_iterate_and_bad_decay():
-    from cda_lite.image_models import BATCH_SIZE, DEFAULT_ARCH, LR, train_digits_unet
+    from cda_lite.digits.unet import BATCH_SIZE, DEFAULT_ARCH, LR, train_digits_unet
     from cda_lite.train import train_dsm
 
     model, losses = train_digits_unet(3, seed=1, ema_decay=0.0)
@@ -236,7 +236,7 @@ def test_train_digits_unet_ema_decay_zero_is_the_last_iterate_and_bad_decay():
 
 def test_committed_checkpoint_loads_safely_and_denoises_better_than_the_best_gaussian(data):
     from cda_lite.gmm import GaussianMixture
-    from cda_lite.image_models import CHECKPOINT, DEFAULT_ARCH, FULL_STEPS
+    from cda_lite.digits.unet import CHECKPOINT, DEFAULT_ARCH, FULL_STEPS
     from cda_lite.models import ExactEps
     from cda_lite.paths import data_path
 

@@ -254,7 +254,7 @@ def test_das_on_images_reaches_the_exact_tilted_mean():
 def test_shared_base_reuses_a_repeated_call_and_counts_images():
     """Chapter 9's SharedBase: Σ_i λ_i (ε_base + δ_i) on one x costs one base pass (no_grad), equal to the
     uncached sum; a new tensor, an in-place change, another t or grad mode all recompute."""
-    from cda_lite.image_experiments import SharedBase
+    from cda_lite.digits.experiment_setup import SharedBase
     from cda_lite.models import LinearCombinationEps
 
     base = TinyConvEps(SCHEDULE.T, seed=1).double()
@@ -287,7 +287,7 @@ def test_shared_base_reuses_a_repeated_call_and_counts_images():
 
 
 def test_conv_correction_starts_at_zero_inside_residual_eps():
-    from cda_lite.image_experiments import ConvCorrection
+    from cda_lite.digits.experiment_setup import ConvCorrection
 
     base = TinyConvEps(SCHEDULE.T, seed=1)
     corr = ConvCorrection(SCHEDULE.T, channels=1, width=8, size=4)
@@ -305,8 +305,9 @@ def test_chapter9_pipeline_smoke_and_bench_keys():
     """Chapter 9's experiments end to end on a random tiny UNet with a tiny effort (interface, not
     numbers): the bench's JSON keys, shapes, and the cost bookkeeping of the rivals."""
     from cda_lite.bench.images import format as bench_format
-    from cda_lite.image_experiments import config_for, run_all, summary
-    from cda_lite.image_models import UNetEps
+    from cda_lite.digits.experiment_setup import config_for
+    from cda_lite.digits.experiments import run_all, summary
+    from cda_lite.digits.unet import UNetEps
 
     torch.manual_seed(0)
     unet = UNetEps(100, block_out_channels=(8, 16)).eval()

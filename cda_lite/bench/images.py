@@ -1,6 +1,6 @@
 """Chapter 9 on 8×8 digits: constrained vs equal-weights alignment, AND composition, DAS / DB-MPA / corrected blend.
 
-Runs :func:`cda_lite.image_experiments.run_all` and prints :func:`~cda_lite.image_experiments.summary`:
+Runs :func:`cda_lite.digits.experiments.run_all` and prints :func:`~cda_lite.digits.experiments.summary`:
 ``constraints`` (name, direction, level in σ units of the pretrained model's rewards),
 ``achieved_constrained`` / ``achieved_equal_weights`` (normalised reward means of each fine-tuned model on
 fresh samples), ``kl_constrained`` / ``kl_equal_weights`` (path-wise KL to the pretrained model, Lemma 1),
@@ -31,7 +31,8 @@ def add_arguments(p) -> None:
 def run(args) -> dict:
     if args.profile:
         os.environ["CDA_PROFILE"] = args.profile  # the base model and the classifier follow the profile too
-    from cda_lite.image_experiments import config_for, run_all, summary
+    from cda_lite.digits.experiment_setup import config_for
+    from cda_lite.digits.experiments import run_all, summary
     from cda_lite.profile import profile
 
     if args.threads < 1:

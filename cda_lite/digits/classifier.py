@@ -1,7 +1,7 @@
 """A learned reward for the digits rung: a small CNN classifier and its class log-probability.
 
 :class:`DigitClassifier` maps (n, 1, 8, 8) model-space digits (pixels in [−1, 1]) to 10 logits.
-:func:`train_digit_classifier` trains it on the fixed training part of :func:`cda_lite.digits.split`
+:func:`train_digit_classifier` trains it on the fixed training part of :func:`cda_lite.digits.data.split`
 (cached like the pretrained models) and stores the held-out accuracy on the model.
 :class:`ClassLogProb` turns it into a differentiable reward r(x) = log p(digit | x).
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cda_lite.checkpoint import atomic_save
-from cda_lite.digits import N_CLASSES, _check_images, load_digits, split
+from cda_lite.digits.data import N_CLASSES, _check_images, load_digits, split
 from cda_lite.pretrained import cache_dir
 from cda_lite.profile import pick
 

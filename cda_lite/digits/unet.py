@@ -13,7 +13,7 @@ committed checkpoint ``data/checkpoints/digits_unet.pt`` (full profile); both ar
 
 Regenerate the committed checkpoint with::
 
-    python -m cda_lite.image_models --train --profile full --out data/checkpoints/digits_unet.pt
+    python -m cda_lite.digits.unet --train --profile full --out data/checkpoints/digits_unet.pt
 
 Chapters 8 and 9.
 """
@@ -165,7 +165,7 @@ def train_digits_unet(steps: int, seed: int = 0, progress: bool = False,
     (0 returns the last iterate), in eval mode, and the per-step training losses."""
     from tqdm.auto import tqdm
 
-    from cda_lite.digits import load_digits
+    from cda_lite.digits.data import load_digits
     from cda_lite.train import train_dsm
 
     if int(steps) < 1:
@@ -224,7 +224,7 @@ def pretrain_digits(steps: int | None = None, seed: int = 0, progress: bool = Fa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cda_lite.image_models",
+    p = argparse.ArgumentParser(prog="python -m cda_lite.digits.unet",
                                 description="Train the digits base ε-model and write a checkpoint.")
     p.add_argument("--train", action="store_true", help="train a UNetEps on the sklearn digits")
     p.add_argument("--steps", type=int, default=None, help=f"DSM steps (default: {FAST_STEPS} fast, {FULL_STEPS} full)")
