@@ -45,7 +45,7 @@ from cda_lite.kl import lemma2_weights, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
 from cda_lite.models import ExactEps, LinearCombinationEps, MLPEps
 from cda_lite.sampling import Chain, batch_shape, mean_eps_coefficient, sample, step_sigma
-from cda_lite.schedules import Schedule
+from cda_lite.schedules import Schedule, q_sample
 from cda_lite.train import train_dsm
 
 
@@ -394,7 +394,6 @@ def elbo_loss(model, x0, schedule: Schedule, weighted: bool = True, seed: int = 
         raise ValueError(f"x0: expected (n, ...) samples, got shape {tuple(x0.shape)}")
     gen = torch.Generator().manual_seed(seed)
     w = lemma2_weights(schedule) if weighted else np.ones(schedule.T)
-    ab = schedule.alphas_cumprod
     total = 0.0
     n = len(x0)
     for t in range(schedule.T):
@@ -402,11 +401,11 @@ def elbo_loss(model, x0, schedule: Schedule, weighted: bool = True, seed: int = 
         for s in range(0, n, batch):
             xb = x0[s:s + batch]
             noise = torch.randn(xb.shape, generator=gen)
-            xt = math.sqrt(ab[t]) * xb + math.sqrt(1 - ab[t]) * noise
+            xt = q_sample(xb, t, noise, schedule)
             acc += float(((model(xt, t) - noise) ** 2).sum())
         total += w[t] * acc / n
     if weighted:
-        total += 0.5 * float(ab[-1]) * float((x0.double() ** 2).flatten(1).sum(1).mean())
+        total += 0.5 * float(schedule.alphas_cumprod[-1]) * float((x0.double() ** 2).flatten(1).sum(1).mean())
     return float(total)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std, step_sigma
-from cda_lite.schedules import Schedule
+from cda_lite.schedules import Schedule, q_sample
 
 
 def pathwise_weights(chain: Chain) -> np.ndarray:
@@ -119,25 +119,23 @@ def pointwise_kl(model_p, model_q, schedule: Schedule, x0, weighted: bool = True
         raise ValueError(f"x0: expected (n, ...) samples, got shape {tuple(x0.shape)}")
     gen = torch.Generator().manual_seed(seed)
     w = lemma2_weights(schedule) if weighted else np.ones(schedule.T)
-    ab = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype)
     wt = torch.as_tensor(w, dtype=x0.dtype)
     total = 0.0
     n = x0.shape[0]
-    view = (-1,) + (1,) * (x0.ndim - 1)
     if n_t is None:
         for t in range(schedule.T):
             acc = 0.0
             for start in range(0, n, batch):
                 xb = x0[start:start + batch]
                 noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype)
-                xt = ab[t].sqrt() * xb + (1 - ab[t]).sqrt() * noise
+                xt = q_sample(xb, t, noise, schedule)
                 acc += float(((model_p(xt, t) - model_q(xt, t)) ** 2).flatten(1).sum(1).sum())
             total += float(wt[t]) * acc / n
         return total
     for _ in range(n_t):
         t = torch.randint(0, schedule.T, (n,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        xt = ab[t].sqrt().view(view) * x0 + (1 - ab[t]).sqrt().view(view) * noise
+        xt = q_sample(x0, t, noise, schedule)
         diff = ((model_p(xt, t) - model_q(xt, t)) ** 2).flatten(1).sum(1)
         total += float((wt[t] * diff).mean()) * schedule.T
     return total / n_t

@@ -46,6 +46,19 @@ class Schedule:
         return f"Schedule({self.name}, T={self.T})"
 
 
+def q_sample(x0, t, noise, schedule: Schedule):
+    """Forward noising q(x_t | x₀): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε (Ho et al. 2020, eq. 4; diffusers'
+    ``scheduler.add_noise``). ``x0`` and ``noise`` are torch tensors of one shape; ``t`` is one index or an
+    (n,) tensor of indices, one per sample. The coefficients take x₀'s dtype and device. Every forward
+    noising of the library (training, the KL estimators, composition) goes through here."""
+    import torch  # this module stays NumPy-only on import
+
+    ab = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype, device=x0.device)[t]
+    if ab.ndim == 1:
+        ab = ab.view(-1, *([1] * (x0.ndim - 1)))
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
 def linear(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
     """DDPM's linear β schedule (diffusers ``beta_schedule="linear"``)."""
     return Schedule(np.linspace(beta_start, beta_end, T, dtype=np.float64), name=f"linear({beta_start:g}->{beta_end:g})")

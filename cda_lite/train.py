@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from cda_lite.schedules import Schedule
+from cda_lite.schedules import Schedule, q_sample
 
 
 @dataclass
@@ -27,12 +27,10 @@ def dsm_loss(model, x0: torch.Tensor, schedule: Schedule, gen: torch.Generator |
              t: torch.Tensor | None = None) -> torch.Tensor:
     """The ε-prediction loss on a batch x₀ with uniformly drawn timesteps (unless ``t`` is given)."""
     n = x0.shape[0]
-    ab_all = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype)
     if t is None:
         t = torch.randint(0, schedule.T, (n,), generator=gen)
-    ab = ab_all[t].view(n, *([1] * (x0.ndim - 1)))
     noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    xt = q_sample(x0, t, noise, schedule)
     return ((model(xt, t) - noise) ** 2).mean()
 
 

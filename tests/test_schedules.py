@@ -65,3 +65,29 @@ def test_bad_inputs():
         S.timesteps(S.linear(10), 11)
     with pytest.raises(ValueError, match="spacing"):
         S.timesteps(S.linear(10), 5, "linspace")
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine"])
+@pytest.mark.parametrize("seed", range(3))
+def test_q_sample_matches_diffusers_add_noise(name, seed):
+    """The one forward-noising primitive against diffusers' DDPMScheduler.add_noise, on random data,
+    per-sample timesteps (images) and one shared index (2-D points)."""
+    import torch
+
+    T = 100
+    kw = {"linear": dict(beta_start=1e-4, beta_end=0.02), "scaled_linear": dict(beta_start=0.00085, beta_end=0.012),
+          "cosine": {}}[name]
+    sched = S.by_name(name, T, **kw)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule={"cosine": "squaredcos_cap_v2"}.get(name, name),
+                                  **kw)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(7, 1, 8, 8, generator=gen, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    t = torch.randint(0, T, (7,), generator=gen)
+    ref.alphas_cumprod = ref.alphas_cumprod.double()
+    np.testing.assert_allclose(S.q_sample(x0, t, noise, sched).numpy(), ref.add_noise(x0, noise, t).numpy(),
+                               rtol=1e-6, atol=1e-6)
+    pts, eps = x0.flatten(1)[:, :2], noise.flatten(1)[:, :2]
+    t0 = int(t[0])
+    np.testing.assert_allclose(S.q_sample(pts, t0, eps, sched).numpy(),
+                               ref.add_noise(pts, eps, torch.full((7,), t0)).numpy(), rtol=1e-6, atol=1e-6)

@@ -17,6 +17,7 @@ import torch
 from cda_lite.constraints import SimplexDual
 from cda_lite.kl import lemma2_weights
 from cda_lite.sampling import sample
+from cda_lite.schedules import q_sample
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 
@@ -88,14 +89,12 @@ def product_kls(experts, lam, x0: torch.Tensor, schedule, n_t: int, generator: t
     uniform t per sample, Σ_t w_t ‖ε_λ − ε_i‖² (unbiased: T · mean of w_t ‖·‖²). ε_λ is
     :meth:`ProductEps.combine` of the very components compared with — the sampling distribution."""
     w = torch.as_tensor(lemma2_weights(schedule), dtype=x0.dtype)
-    ab = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype)
     n, T = x0.shape[0], schedule.T
     total = np.zeros(len(experts.names))
-    view = (-1,) + (1,) * (x0.ndim - 1)
     for _ in range(n_t):
         t = torch.randint(0, T, (n,), generator=generator)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-        xt = ab[t].sqrt().view(view).to(x0.device) * x0 + (1 - ab[t]).sqrt().view(view).to(x0.device) * noise.to(x0.device)
+        xt = q_sample(x0, t, noise.to(x0.device), schedule)
         comps = experts.components(xt, t.to(x0.device), guidance=guidance)  # (m, n, ...)
         prod = ProductEps.combine(comps, lam)
         d = ((comps - prod[None]) ** 2).flatten(2).sum(2).cpu()  # (m, n)
