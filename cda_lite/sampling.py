@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -110,6 +111,21 @@ class Chain:
     def __len__(self):
         return len(self.ts)
 
+    def steps(self, progress: bool = False, desc: str = "sampling") -> Iterator[ChainStep]:
+        """The chain's steps in order, each a :class:`ChainStep` ``(k, t, ab_t, ab_s)`` of Python numbers
+        (a tqdm bar when ``progress``): the one step loop of the samplers, DAS, the blends and MSDDA."""
+        for k in tqdm(range(len(self)), disable=not progress, desc=desc, leave=False):
+            yield ChainStep(k, int(self.ts[k]), float(self.ab_t[k]), float(self.ab_s[k]))
+
+
+class ChainStep(NamedTuple):
+    """One step x_t → x_s of a :class:`Chain`: its index k, timestep t, and ᾱ_t, ᾱ_s (1.0 after the last)."""
+
+    k: int
+    t: int
+    ab_t: float
+    ab_s: float
+
 
 @dataclass
 class SampleResult:
@@ -146,8 +162,8 @@ def sample(
     gen = _seeded_generator(seed)
     x = torch.randn(shape, generator=gen, dtype=dtype) if x_T is None else x_T.clone().to(dtype)
     traj = [x.clone()] if return_trajectory else []
-    for i in tqdm(range(len(chain)), disable=not progress, desc="sampling", leave=False):
-        x = _step(eps_model, x, chain, i, gen)
+    for step in chain.steps(progress):
+        x = _step(eps_model, x, chain, step.k, gen)
         if return_trajectory:
             traj.append(x.clone())
     return SampleResult(x, traj) if return_trajectory else x

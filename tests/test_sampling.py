@@ -219,3 +219,20 @@ def test_bad_eta():
         SM.Chain.make(S.linear(10), 5, eta=-0.1)
     with pytest.raises(ValueError, match="eta"):
         SM.Chain.make(S.linear(10), 5, eta="big")
+
+
+@pytest.mark.parametrize("steps", [1, 7, 50])
+def test_chain_steps_visit_every_step_with_its_alpha_bars(steps):
+    """Chain.steps (the samplers' and rivals' one step loop): every step once, in order, ᾱ read from the schedule."""
+    from cda_lite.schedules import linear
+
+    sched = linear(50)
+    chain = SM.Chain.make(sched, steps, 1.0)
+    got = list(chain.steps())
+    assert [s.k for s in got] == list(range(steps))
+    ts = [s.t for s in got]
+    assert ts[0] == 49 and all(a > b for a, b in zip(ts, ts[1:]))
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 50))
+    for s, nxt in zip(got, ts[1:] + [None]):
+        assert s.ab_t == pytest.approx(ab[s.t], rel=1e-12)
+        assert s.ab_s == (1.0 if nxt is None else pytest.approx(ab[nxt], rel=1e-12))

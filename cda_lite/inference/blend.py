@@ -24,7 +24,6 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from cda_lite._checks import as_float_array, check_finite, check_simplex
 from cda_lite.inference.common import common_dtype, new_generator
@@ -148,8 +147,7 @@ def sample_blend_corrected(
     x = torch.randn(batch_shape(G * n, dim), generator=gen, dtype=dtype)
     log_w = np.full((G, n), -math.log(n))
     ess_trace, res_trace = [], []
-    for k in tqdm(range(K), disable=not progress, desc="blend+IS", leave=False):
-        t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
+    for k, t, ab_t, ab_s in chain.steps(progress, "blend+IS"):
         means = []
         for m in models:
             mu, sigma = step_mean_std(x, m(x, t).to(dtype), ab_t, ab_s, chain.eta)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cda_lite.inference.common import check_alpha, lookahead, model_dtype, new_generator, step_sigma
 from cda_lite.inference.smc import ess, flat_indices, normalize_log_weights, systematic_resample
@@ -188,8 +187,7 @@ def das(
     def per_particle(v):  # (G,) → (G·n, 1, …) torch, broadcastable against x
         return torch.as_tensor(np.repeat(v, n), dtype=dtype).view(-1, *bcast)
 
-    for k in tqdm(range(K), disable=not progress, desc="DAS", leave=False):
-        t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
+    for k, t, ab_t, ab_s in chain.steps(progress, "DAS"):
         sigma = step_sigma(ab_t, ab_s, chain.eta)
         need_grad = use_gradient and sigma > 0
         eps, R, g = lookahead(eps_model, reward, x, t, ab_t, alpha, need_grad)

@@ -35,8 +35,7 @@ def sample_guided(eps_model, reward, schedule, n: int, alpha: float = 1.0, steps
     gen = new_generator(seed)
     dtype = model_dtype(eps_model)
     x = torch.randn(batch_shape(n, dim), generator=gen, dtype=dtype)
-    for k in range(len(chain)):
-        t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
+    for k, t, ab_t, ab_s in chain.steps():
         sigma = step_sigma(ab_t, ab_s, chain.eta)
         eps, _, g = lookahead(eps_model, reward, x, t, ab_t, alpha, grad=sigma > 0)
         mean, sigma = step_mean_std(x, eps, ab_t, ab_s, chain.eta)

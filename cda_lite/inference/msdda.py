@@ -72,8 +72,7 @@ def sample_msdda(models, weights, schedule, n: int, steps: int | None = None, et
     gen = new_generator(seed)
     dtype = common_dtype(models)
     x = torch.randn(batch_shape(n, dim), generator=gen, dtype=dtype)
-    for k in range(len(chain)):
-        t, ab_t, ab_s = int(chain.ts[k]), float(chain.ab_t[k]), float(chain.ab_s[k])
+    for k, t, ab_t, ab_s in chain.steps():
         means, sigmas = [], []
         for m, eta in zip(models, etas):
             mu, s = step_mean_std(x, m(x, t).to(dtype), ab_t, ab_s, float(eta))
