@@ -10,18 +10,17 @@ Example::
     from cda_lite.exercises import check
     check("ch2.tilt_linear_gaussian", my_tilt)
 
-Used by the exercises of Chapters 2, 3, 5 and 7. :func:`strip_solutions` removes the solutions
-from a MyST chapter for the student edition (``make student``).
+Used by the exercises of Chapters 2, 3, 5 and 7. The student edition (solutions removed) is made by
+``tools/strip_solutions.py`` (``make student``).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["check", "list_checks", "CheckFailure", "strip_solutions"]
+__all__ = ["check", "list_checks", "CheckFailure"]
 
 
 class CheckFailure(Exception):
@@ -283,54 +282,3 @@ def check(name: str, student_fn: Callable, verbose: bool = True) -> bool:
     if verbose:
         print(f"✓ {name}: all {len(cases)} cases passed")
     return True
-
-
-# --------------------------------------------------------------------------- student edition
-_FENCE_OPEN = re.compile(r"^\s*(?P<fence>`{3,}|:{3,})\{(?P<name>[a-z-]+)\}")
-
-
-def _closes(line: str, fence: str) -> bool:
-    """Does ``line`` close a directive opened with ``fence`` (same character, at least as long)?"""
-    body = line.strip()
-    return len(body) >= len(fence) and set(body) == {fence[0]}
-
-
-def strip_solutions(text: str) -> str:
-    """Remove every solution from a MyST markdown chapter (the student edition of the book).
-
-    Removes gated ``{solution-start}`` … ``{solution-end}`` blocks (with the code cells between them)
-    and ``{solution}`` directive blocks; exercises and every other cell are kept. Runs of blank lines
-    left behind are collapsed to one. Raises ValueError if a solution block is never closed.
-    """
-    lines = text.splitlines(keepends=True)
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        m = _FENCE_OPEN.match(lines[i])
-        if m is None or m["name"] not in ("solution", "solution-start"):
-            out.append(lines[i])
-            i += 1
-            continue
-        start = i
-        if m["name"] == "solution":
-            fence = m["fence"]
-            i += 1
-            while i < len(lines) and not _closes(lines[i], fence):
-                i += 1
-        else:
-            while i < len(lines):
-                end = _FENCE_OPEN.match(lines[i])
-                if end is not None and end["name"] == "solution-end":
-                    break
-                i += 1
-            if i < len(lines):
-                fence = end["fence"]
-                i += 1
-                while i < len(lines) and not _closes(lines[i], fence):
-                    i += 1
-        if i >= len(lines):
-            raise ValueError(f"text: solution block opened on line {start + 1} is never closed")
-        i += 1  # the closing fence
-        while out and out[-1].strip() == "" and i < len(lines) and lines[i].strip() == "":
-            i += 1  # no double blank lines where the block was
-    return "".join(out)

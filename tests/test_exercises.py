@@ -1,5 +1,5 @@
 """Self-checks of cda_lite.exercises: each passes the library's reference and fails wrong answers,
-naming the failing case; strip_solutions removes solutions and keeps everything else."""
+naming the failing case; tools/strip_solutions.py removes solutions and keeps everything else."""
 import importlib.util
 from pathlib import Path
 
@@ -11,6 +11,14 @@ from cda_lite.exact import expected_rewards, tilt
 from cda_lite.kl import lemma2_weights
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _strip_tool():
+    """tools/strip_solutions.py (a script, not a package module) loaded from its file."""
+    spec = importlib.util.spec_from_file_location("strip_solutions", ROOT / "tools" / "strip_solutions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def run(name, fn, capsys):
@@ -218,7 +226,8 @@ y = x + 1
 
 
 def test_strip_solutions():
-    out = ex.strip_solutions(CHAPTER)
+    strip_solutions = _strip_tool().strip_solutions
+    out = strip_solutions(CHAPTER)
     for gone in ("solution", "secret", "The answer is 2", "hidden"):
         assert gone not in out
     for kept in ("x = 1", "y = x + 1", "{exercise-start}", "{exercise-end}", "★ Change a number.",
@@ -228,15 +237,13 @@ def test_strip_solutions():
     # Everything outside the solution blocks is unchanged, in order.
     assert out.startswith(CHAPTER[:CHAPTER.index("```{solution-start}")])
     assert out.endswith("```{code-cell} ipython3\ny = x + 1\n```\n")
-    assert ex.strip_solutions(out) == out
+    assert strip_solutions(out) == out
     with pytest.raises(ValueError, match="never closed"):
-        ex.strip_solutions("```{solution-start} a\n```\ntext\n")
+        strip_solutions("```{solution-start} a\n```\ntext\n")
 
 
 def test_make_student_book(tmp_path):
-    spec = importlib.util.spec_from_file_location("strip_solutions", ROOT / "tools" / "strip_solutions.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _strip_tool()
     src = tmp_path / "src" / "book"
     src.mkdir(parents=True)
     (src / "_config.yml").write_text("execute:\n  execute_notebooks: force   # comment\n")
@@ -248,7 +255,7 @@ def test_make_student_book(tmp_path):
     changed = mod.make_student_book(src, dst, execute="off")
     assert [p.name for p in changed] == ["ch.md"]
     student = (dst / "ch.md").read_text()
-    assert student == mod.add_language_info(ex.strip_solutions(CHAPTER))
+    assert student == mod.add_language_info(mod.strip_solutions(CHAPTER))
     assert "format_name: myst\nlanguage_info:\n  name: python\n" in student and "secret" not in student
     assert (dst / "plain.md").read_text() == "# No exercises\n"
     assert not (dst / "_build").exists()

@@ -3,7 +3,7 @@
     python tools/strip_solutions.py book build/student/book [--execute off|force]
 
 Copies SRC to DST (without build outputs), strips the solutions from every MyST chapter with
-:func:`cda_lite.exercises.strip_solutions`, links DST/../cda_lite to the library (chapters
+:func:`strip_solutions`, links DST/../cda_lite to the library (chapters
 literalinclude ``../cda_lite/...``), adds ``language_info`` to the chapters' front matter (code
 highlighting without execution) and sets ``execute_notebooks`` in DST/_config.yml. Used by
 ``make student``; jupytext and jupyter-book then turn DST into notebooks and HTML.
@@ -17,13 +17,57 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from cda_lite.exercises import strip_solutions  # noqa: E402
-
 IGNORE = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__", "*.ipynb")
+
+
+_FENCE_OPEN = re.compile(r"^\s*(?P<fence>`{3,}|:{3,})\{(?P<name>[a-z-]+)\}")
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Does ``line`` close a directive opened with ``fence`` (same character, at least as long)?"""
+    body = line.strip()
+    return len(body) >= len(fence) and set(body) == {fence[0]}
+
+
+def strip_solutions(text: str) -> str:
+    """Remove every solution from a MyST markdown chapter (the student edition of the book).
+
+    Removes gated ``{solution-start}`` … ``{solution-end}`` blocks (with the code cells between them)
+    and ``{solution}`` directive blocks; exercises and every other cell are kept. Runs of blank lines
+    left behind are collapsed to one. Raises ValueError if a solution block is never closed.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE_OPEN.match(lines[i])
+        if m is None or m["name"] not in ("solution", "solution-start"):
+            out.append(lines[i])
+            i += 1
+            continue
+        start = i
+        if m["name"] == "solution":
+            fence = m["fence"]
+            i += 1
+            while i < len(lines) and not _closes(lines[i], fence):
+                i += 1
+        else:
+            while i < len(lines):
+                end = _FENCE_OPEN.match(lines[i])
+                if end is not None and end["name"] == "solution-end":
+                    break
+                i += 1
+            if i < len(lines):
+                fence = end["fence"]
+                i += 1
+                while i < len(lines) and not _closes(lines[i], fence):
+                    i += 1
+        if i >= len(lines):
+            raise ValueError(f"text: solution block opened on line {start + 1} is never closed")
+        i += 1  # the closing fence
+        while out and out[-1].strip() == "" and i < len(lines) and lines[i].strip() == "":
+            i += 1  # no double blank lines where the block was
+    return "".join(out)
 
 
 LANGUAGE_INFO = "language_info:\n  name: python\n  pygments_lexer: ipython3\n"
