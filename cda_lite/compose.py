@@ -24,7 +24,7 @@ expert's data. Its Lagrangian Σ λ_i CE(q_i, p) = CE(Σ λ_i q_i, p) is minimis
 
 Every algorithm is a generator of :class:`ComposeRound` (a chapter can plot as it runs);
 :func:`run_rounds` collects a :class:`ComposeResult`. Chapters 5 and 6; ``python -m cda_lite.bench
-compose2d``; ``python -m cda_lite.reproduce fig1|fig2``.
+compose2d``; ``python -m cda_lite.bench.reproduce fig1|fig2``.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ KLs of q_AND^λ at Algorithm 2's λ. ``mean_*`` are sample means (learned) and t
 as primal (``lam_dual_only``) and ``mixture_dual``'s λ* (``lam_exact``), with ``mode_masses`` of the
 learned model's samples (nearest component mean of any expert), and those at equal weights.
 Experts are DSM-trained networks (``--experts learned``, cached by cda_lite.pretrained) or the exact
-ε of each expert (``--experts exact``). Chapters 5 and 6; ``python -m cda_lite.reproduce fig1|fig2``.
+ε of each expert (``--experts exact``). Chapters 5 and 6; ``python -m cda_lite.bench.reproduce fig1|fig2``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reproduce the paper's 2-D figures: ``python -m cda_lite.reproduce fig1|fig2 [--out DIR] [--experts ...]``.
+"""Reproduce the paper's 2-D figures: ``python -m cda_lite.bench.reproduce fig1|fig2 [--out DIR] [--experts ...]``.
 
 - **fig1** (AND, Theorem 3): three experts ≈ (1, 0), (−1, ±0.2) with variance 0.05 — experts, equal
   weights, constrained (Algorithm 2) — plus two variants: three experts 120° apart on radius 2, and
@@ -219,7 +219,7 @@ def _jsonable(res: dict) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    p = argparse.ArgumentParser(prog="python -m cda_lite.reproduce", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cda_lite.bench.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("figure", choices=("fig1", "fig2"))
     p.add_argument("--out", default=os.path.join("build", "figures"), help="folder for the figure and its numbers")
     p.add_argument("--experts", choices=("auto", "learned", "exact"), default="auto")
