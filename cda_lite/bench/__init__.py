@@ -3,7 +3,8 @@
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict`` (its docstring's
 first line is the help text; an optional ``format(result) -> str`` renders the result for people).
 ``--json`` prints the result as one JSON object. Adding a subcommand: write the module and add one
-line to :data:`SUBCOMMANDS`.
+line to :data:`SUBCOMMANDS`. The paper's 2-D figures: ``python -m cda_lite.bench.reproduce fig1|fig2``
+(:mod:`cda_lite.bench.reproduce`). This package is the library's one home for command-line and figure code.
 """
 from __future__ import annotations
 
