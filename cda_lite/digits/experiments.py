@@ -1,8 +1,9 @@
 """Chapter 9's experiments: constraints and composition on 8×8 digits, every one through the shared core.
 The setting they share (config, correction network, rewards, normalisers, :func:`setup`) is
 :mod:`cda_lite.digits.experiment_setup`.
+
 - :func:`align` — Algorithm 1 (:func:`cda_lite.align.finetune`): the frozen UNet plus a zero-initialised
-  :class:`ConvCorrection` (the :class:`~cda_lite.models.ResidualEps` pattern), with learned λ
+  :class:`~cda_lite.digits.experiment_setup.ConvCorrection` (the :class:`~cda_lite.models.ResidualEps` pattern), with learned λ
   (constrained) or frozen λ (fixed weights). Evaluated on fresh samples: normalised reward means and the
   path-wise KL to the pretrained model (Lemma 1, along the same chain).
 - :func:`compose` — Algorithm 3 (:func:`cda_lite.compose.and_dual_only`) over experts each fine-tuned for
