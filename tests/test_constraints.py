@@ -63,6 +63,20 @@ def test_nupi_proportional_term_by_hand():
     assert not np.allclose([plain.update([s])[0] for s in slacks], got)
 
 
+def test_nupi_with_warmup_by_hand():
+    # The ramp ρ_k = min(1, (k+1)/warmup) scales the whole step, proportional term included:
+    # λ ← [λ + ρ_k (κ_i e_k + κ_p (ξ_k − ξ_{k−1}))]₊.  κ_i = 0.5, κ_p = 2, ν = 0.5, warmup = 4, λ_0 = 1:
+    #   k=0: e=0.4, ξ=0.2,   ρ=1/4: λ = 1 + 0.25·(0.2 + 0.4)         = 1.15
+    #   k=1: e=0.2, ξ=0.2,   ρ=2/4: λ = 1.15 + 0.5·(0.1 + 0)         = 1.2
+    #   k=2: e=−0.6, ξ=−0.2, ρ=3/4: λ = 1.2 + 0.75·(−0.3 − 0.8)      = 0.375
+    #   k=3: e=−0.1, ξ=−0.15, ρ=1:  λ = 0.375 + (−0.05 + 0.1)        = 0.425
+    d = DualAscent(1, lr=0.5, kappa_p=2.0, nu=0.5, warmup=4, init=1.0)
+    got = [d.update([s])[0] for s in [-0.4, -0.2, 0.6, 0.1]]
+    assert np.allclose(got, [1.15, 1.2, 0.375, 0.425], rtol=0, atol=1e-14)
+    # without the ramp on the proportional term the first step would be 1 + 0.1 + 0.4 = 1.5
+    np.testing.assert_allclose(d.history[0]["lam"], [1.15], atol=1e-14)
+
+
 def test_warmup_ramps_the_first_steps():
     d = DualAscent(1, lr=1.0, warmup=4, init=0.0)
     lams = [d.update([-1.0])[0] for _ in range(6)]

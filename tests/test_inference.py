@@ -195,6 +195,41 @@ def test_db_mpa_ls_follows_one_model_per_step():
     assert np.all(np.isfinite(x))
 
 
+class _Const(torch.nn.Module):
+    """An ε-model that answers the constant ``c`` everywhere (to count which model LS draws)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = float(c)
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.c)
+
+
+@pytest.mark.parametrize("w", [[0.1, 0.6, 0.3], [0.85, 0.15]])
+def test_db_mpa_ls_draws_each_model_with_its_weight(w):
+    """Each row follows model i with probability w_i, independently per call: the count of rows that
+    got model i in n draws is Binomial(n, w_i); 5 standard deviations is a 6e-7 false alarm rate."""
+    from cda_lite.inference.blend import RandomChoiceEps
+    eps = RandomChoiceEps([_Const(i) for i in range(len(w))], w, seed=11)
+    n, calls = 4000, 5
+    x = torch.zeros(n, 2, dtype=torch.float64)
+    draws = np.concatenate([eps(x, 10)[:, 0].numpy() for _ in range(calls)])
+    assert set(np.unique(draws)) <= set(range(len(w)))
+    # both coordinates of a row come from the same model
+    out = eps(x, 10).numpy()
+    assert np.array_equal(out[:, 0], out[:, 1])
+    N = n * calls
+    counts = np.bincount(draws.astype(int), minlength=len(w))
+    sd = np.sqrt(N * np.array(w) * (1 - np.array(w)))
+    assert np.all(np.abs(counts - N * np.array(w)) < 5 * sd), (counts, N * np.array(w))
+    # uniform drawing would be off by many standard deviations for these weights
+    assert np.any(np.abs(N / len(w) - N * np.array(w)) > 20 * sd)
+    # per-row time indices are passed through to the chosen rows
+    t = torch.arange(n) % 7
+    assert eps(x, t).shape == x.shape
+
+
 def test_bad_blend_weights_raise():
     q, rewards, alpha, w, singles = _gaussian_blend_case()
     with pytest.raises(ValueError, match="sum to 1"):

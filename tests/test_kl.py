@@ -72,6 +72,20 @@ def test_pointwise_kl_matches_the_gaussian_kl():
     assert unweighted > 10 * KL_PQ
 
 
+@pytest.mark.parametrize("make", [lambda: linear(1000, 1e-4, 0.02), lambda: linear(50, 1e-3, 0.2)])
+def test_lemma2_weights_closed_form(make):
+    """β_t / (2(1 − ᾱ_t)) with ᾱ_t = ∏_{s≤t}(1 − β_s) written out by a loop (ᾱ_t includes step t:
+    using ᾱ_{t−1} instead changes w_0 from 1/2 to ∞ and every other weight by a relative β_t-order amount)."""
+    from cda_lite.kl import lemma2_weights
+    schedule = make()
+    ref, ab = [], 1.0
+    for beta in schedule.betas.tolist():
+        ab *= 1.0 - beta
+        ref.append(beta / (2.0 * (1.0 - ab)))
+    np.testing.assert_allclose(lemma2_weights(schedule), ref, rtol=1e-12, atol=0)
+    assert lemma2_weights(schedule)[0] == pytest.approx(0.5, rel=1e-12)  # 1 − ᾱ_0 = β_0
+
+
 def test_pointwise_kl_bad_input():
     schedule = linear(10, 1e-4, 0.02)
     with pytest.raises(ValueError, match="x0"):
