@@ -377,3 +377,8 @@ def test_chapter9_pipeline_smoke_and_bench_keys():
     assert out["rivals"]["db_mpa"]["unet_forward_per_sample"] == K  # one shared UNet pass per step
     assert out["rivals"]["db_mpa"]["nfe"] == 3 * K
     assert isinstance(bench_format({**out, "profile": "fast"}), str)
+    # values, not just keys: multipliers are ≥ 0 (projected ascent), KLs (path-wise and Lemma 2's, sums
+    # of weighted squares) are ≥ 0, and the constrained run's multipliers are those its dual recorded
+    assert np.all(np.array(out["lam"]) >= 0) and out["kl_constrained"] >= 0 and out["kl_equal_weights"] >= 0
+    assert np.all(np.array(out["compose_kls_constrained"]) >= 0) and np.all(np.array(out["compose_kls_equal"]) >= 0)
+    np.testing.assert_allclose(out["lam"], res.constrained.lam)
