@@ -390,3 +390,12 @@ def test_lagrangian_keeps_the_rewards_dtype():
     kl = torch.tensor(0.1, dtype=torch.float32)
     assert lagrangian(kl, r32, cons, [0.3, 0.7]).dtype == torch.float32
     assert weighted_objective(kl, r32, [0.3, 0.7]).dtype == torch.float32
+
+
+def test_lagrangian_with_non_unit_slacks_in_float64():
+    # slacks 2.9 and −(0.25 − 0.1) = −0.15 (not ±1, so a division could not pass for a product), levels
+    # like 0.1 kept in float64: L = 0.2 − 0.7·2.9 − 1.3·(−1)·(0.25 − 0.1)
+    cons = [Constraint("a", None, 0.1, ">="), Constraint("b", None, 0.1, "<=")]
+    rewards = torch.tensor([[3.0, 3.0], [0.5, 0.0]], dtype=torch.float64)
+    got = float(lagrangian(torch.tensor(0.2, dtype=torch.float64), rewards, cons, [0.7, 1.3]))
+    assert got == pytest.approx(0.2 - 0.7 * 2.9 + 1.3 * (0.25 - 0.1), rel=0, abs=1e-14)
