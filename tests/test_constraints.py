@@ -1,6 +1,7 @@
 """The primal-dual core (cda_lite.constraints): dual updates checked step by step against hand
 computations, the simplex projection against a generic QP solver, normalisation against the exact tilt."""
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -329,7 +330,11 @@ def test_warning_points_at_the_caller_and_the_count_restarts():
         for _ in range(9):
             d.update([-1.0])
     assert len(caught) == 3  # after steps 3, 6, 9: the run restarts from 0 after each report
-    assert all(w.filename == __file__ for w in caught)  # stacklevel: the user's update() call
+    # stacklevel: the warning points at the user's update() call, not into constraints.py (under mutation
+    # testing every library function runs inside a trampoline, which adds frames: only the latter holds)
+    assert all(not w.filename.endswith("constraints.py") for w in caught)
+    if "mutmut" not in sys.modules:
+        assert all(w.filename == __file__ for w in caught)
 
 
 def test_averaged_defaults():
