@@ -1,6 +1,7 @@
 """The primal-dual core (cda_lite.constraints): dual updates checked step by step against hand
 computations, the simplex projection against a generic QP solver, normalisation against the exact tilt."""
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -61,6 +62,20 @@ def test_nupi_proportional_term_by_hand():
     # the proportional term reacts to changes of the violation: it differs from plain ascent
     plain = DualAscent(1, lr=ki, init=1.0)
     assert not np.allclose([plain.update([s])[0] for s in slacks], got)
+
+
+def test_nupi_with_warmup_by_hand():
+    # The ramp ρ_k = min(1, (k+1)/warmup) scales the whole step, proportional term included:
+    # λ ← [λ + ρ_k (κ_i e_k + κ_p (ξ_k − ξ_{k−1}))]₊.  κ_i = 0.5, κ_p = 2, ν = 0.5, warmup = 4, λ_0 = 1:
+    #   k=0: e=0.4, ξ=0.2,   ρ=1/4: λ = 1 + 0.25·(0.2 + 0.4)         = 1.15
+    #   k=1: e=0.2, ξ=0.2,   ρ=2/4: λ = 1.15 + 0.5·(0.1 + 0)         = 1.2
+    #   k=2: e=−0.6, ξ=−0.2, ρ=3/4: λ = 1.2 + 0.75·(−0.3 − 0.8)      = 0.375
+    #   k=3: e=−0.1, ξ=−0.15, ρ=1:  λ = 0.375 + (−0.05 + 0.1)        = 0.425
+    d = DualAscent(1, lr=0.5, kappa_p=2.0, nu=0.5, warmup=4, init=1.0)
+    got = [d.update([s])[0] for s in [-0.4, -0.2, 0.6, 0.1]]
+    assert np.allclose(got, [1.15, 1.2, 0.375, 0.425], rtol=0, atol=1e-14)
+    # without the ramp on the proportional term the first step would be 1 + 0.1 + 0.4 = 1.5
+    np.testing.assert_allclose(d.history[0]["lam"], [1.15], atol=1e-14)
 
 
 def test_warmup_ramps_the_first_steps():
@@ -269,3 +284,123 @@ def test_lagrangian_and_weighted_objective_by_hand():
     # weighted baseline: KL − Σ w_i s_i mean r_i = 0.3 − 2·1.5 + 0.5·2
     assert float(weighted_objective(kl, rewards, [2.0, 0.5], signs=[1.0, -1.0])) == pytest.approx(-1.7)
     assert float(weighted_objective(kl, rewards, [2.0, 0.5])) == pytest.approx(0.3 - 3.0 - 1.0)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing
+# (make mutation): behaviour the tests above left unpinned.
+def test_dual_messages_history_and_dtypes():
+    with pytest.raises(ValueError, match="at least one constraint"):
+        DualAscent(0)
+    with pytest.raises(ValueError, match="'raise', 'warn' or 'ignore'"):
+        DualAscent(1, on_infeasible="shout")
+    with pytest.raises(FloatingPointError, match=r"non-finite constraint slacks \[nan\] at dual step 0"):
+        DualAscent(1).update([np.nan])
+    d = DualAscent(2, init=1)  # an integer initial λ is stored as floats
+    assert d.lam.dtype == np.float64
+    d.update([1, -2], kl=0.25, extra_info="x")
+    h = d.history[0]
+    assert h == {"step": 1, "lam": [0.5, 2.0], "slacks": [1.0, -2.0], "kl": 0.25, "extra_info": "x"}
+    assert all(isinstance(v, float) for v in h["slacks"])
+    d.update([0.0, 0.0])
+    assert d.history[1]["kl"] is None and d.history[1]["step"] == 2
+
+
+def test_a_zero_slack_is_met_not_violated():
+    d = DualAscent(1, lr=0.1, patience=2)
+    for _ in range(5):
+        d.update([0.0])  # E r = b exactly: met (an active constraint at the optimum), never reported
+
+
+def test_infeasibility_message_names_every_stuck_constraint_and_counts_steps():
+    d = DualAscent(3, lr=0.1, patience=2, names=["a", "b", "c"])
+    d.update([-1.0, 0.5, -2.0])
+    with pytest.raises(InfeasibleConstraintError) as err:
+        d.update([-1.0, 0.5, -2.0])
+    msg = str(err.value)
+    assert msg.startswith("likely infeasible constraint level(s): a violated for 2 dual steps (slack -1, ")
+    assert "; c violated for 2 dual steps (slack -2, " in msg
+    assert msg.endswith(". Lower the level or check the reward.")
+    assert err.value.constraints == [0, 2]
+
+
+def test_warning_points_at_the_caller_and_the_count_restarts():
+    d = DualAscent(1, lr=0.1, patience=3, on_infeasible="warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(9):
+            d.update([-1.0])
+    assert len(caught) == 3  # after steps 3, 6, 9: the run restarts from 0 after each report
+    # stacklevel: the warning points at the user's update() call, not into constraints.py (under mutation
+    # testing every library function runs inside a trampoline, which adds frames: only the latter holds)
+    assert all(not w.filename.endswith("constraints.py") for w in caught)
+    if "mutmut" not in sys.modules:
+        assert all(w.filename == __file__ for w in caught)
+
+
+def test_averaged_defaults():
+    d = DualAscent(1, lr=1.0, init=0.0)
+    d.update([-1.0])
+    d.update([-1.0])  # λ = 1, 2: a quarter of 2 iterates rounds to 0, so the last one alone
+    assert d.averaged() == pytest.approx([2.0])
+    for _ in range(6):
+        d.update([-1.0])  # λ = 1..8: the last quarter is 7, 8
+    assert d.averaged() == pytest.approx([7.5])
+    s = SimplexDual(2, lr=0.1)
+    assert np.array_equal(s.averaged(), [0.5, 0.5])  # no history yet: the current λ
+    for _ in range(7):
+        s.update([1.0, 0.0])
+    assert np.allclose(s.averaged(), s.lam_history[-5:].mean(0))
+    assert not np.allclose(s.averaged(), s.lam_history[-6:].mean(0))
+
+
+def test_violation_count_survives_a_checkpoint():
+    a = DualAscent(1, lr=0.1, patience=5)
+    for _ in range(3):
+        a.update([-1.0])
+    state = json.loads(json.dumps(a.state_dict()))
+    assert state["violated_run"] == [3]
+    b = DualAscent(1, lr=0.1, patience=5)
+    b.load_state_dict(state)
+    b.update([-1.0])
+    with pytest.raises(InfeasibleConstraintError):
+        b.update([-1.0])  # the 5th violated step in a row, counting those before the checkpoint
+
+
+def test_simplex_dual_init_checks_and_history():
+    with pytest.raises(ValueError, match="at least two experts"):
+        SimplexDual(1)
+    s = SimplexDual(3, init=[0, 1, 0])  # a vertex is on the simplex; stored as floats
+    assert s.lam.dtype == np.float64 and s.lam.tolist() == [0.0, 1.0, 0.0]
+    assert SimplexDual(3, init=[0.2, 0.3, 0.5]).lam.tolist() == [0.2, 0.3, 0.5]
+    with pytest.raises(ValueError, match="simplex"):
+        SimplexDual(3, init=[0.5, 0.5])  # wrong length, entries ≥ 0 summing to 1
+    with pytest.raises(ValueError, match="simplex"):
+        SimplexDual(2, init=[1.5, -0.5])  # sums to 1, one entry negative
+    s.update([0.0, 0.0, 3.0], note=1)
+    assert s.history[0] == {"step": 1, "lam": s.lam.tolist(), "values": [0.0, 0.0, 3.0], "note": 1}
+
+
+def test_constraint_value_passes_arguments_and_describe():
+    c = Constraint("r", lambda x, prompts: x.sum(1) + len(prompts), 0.5)
+    x = torch.ones(2, 3)
+    assert c.value(x, ["a", "b"]).tolist() == [5.0, 5.0]  # raw reward: no normaliser
+    assert c.describe() == {"name": "r", "direction": ">=", "level": 0.5, "units": "raw"}
+    n = Constraint("r", lambda x: x.sum(1), 1.0, "<=", RewardNormalizer(1.0, 2.0))
+    assert n.describe() == {"name": "r", "direction": "<=", "level": 1.0, "units": "sigma"}
+
+
+def test_lagrangian_keeps_the_rewards_dtype():
+    cons = [Constraint("a", None, 0.5), Constraint("b", None, 1.0, "<=")]
+    r32 = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float32)
+    kl = torch.tensor(0.1, dtype=torch.float32)
+    assert lagrangian(kl, r32, cons, [0.3, 0.7]).dtype == torch.float32
+    assert weighted_objective(kl, r32, [0.3, 0.7]).dtype == torch.float32
+
+
+def test_lagrangian_with_non_unit_slacks_in_float64():
+    # slacks 2.9 and −(0.25 − 0.1) = −0.15 (not ±1, so a division could not pass for a product), levels
+    # like 0.1 kept in float64: L = 0.2 − 0.7·2.9 − 1.3·(−1)·(0.25 − 0.1)
+    cons = [Constraint("a", None, 0.1, ">="), Constraint("b", None, 0.1, "<=")]
+    rewards = torch.tensor([[3.0, 3.0], [0.5, 0.0]], dtype=torch.float64)
+    got = float(lagrangian(torch.tensor(0.2, dtype=torch.float64), rewards, cons, [0.7, 1.3]))
+    assert got == pytest.approx(0.2 - 0.7 * 2.9 + 1.3 * (0.25 - 0.1), rel=0, abs=1e-14)

@@ -142,6 +142,7 @@ def test_align_dual_single_gaussian_closed_form():
     # A level already met costs nothing.
     res = E.align_dual(GaussianMixture.gaussian(mu, cov), [E.LinearReward(w)], [w @ mu - 1])
     assert res.lam[0] == 0.0 and res.kl == pytest.approx(0.0, abs=1e-12)
+    assert res.active.dtype == bool and res.active.tolist() == [False]  # λ* = 0 is not active
 
 
 @pytest.mark.parametrize("b,active", [([1.5, -3.0], [True, True]), ([1.5, -20.0], [True, False]),
@@ -152,6 +153,9 @@ def test_align_dual_kkt(b, active):
     lam = res.lam
     assert np.all(lam >= 0)
     np.testing.assert_array_equal(lam > 0, active)
+    # the reported active set (a constraint with λ* = 0 is inactive, whatever its slack)
+    assert res.active.dtype == bool
+    np.testing.assert_array_equal(res.active, active)
     # Expected rewards of the answer computed by direct integration, not by the library.
     _, p, rv = grid_tilt(lam)
     er = p @ rv

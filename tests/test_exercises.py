@@ -8,7 +8,6 @@ import pytest
 
 from cda_lite import exercises as ex
 from cda_lite.exact import expected_rewards, tilt
-from cda_lite.kl import lemma2_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,8 +81,18 @@ def test_dual_ascent_check(capsys):
 
 
 # ------------------------------------------------------------------ ch5.lemma2_weights
+def lemma2_loop(s):
+    """β_t / (2(1 − ᾱ_t)) with ᾱ_t = ∏_{s≤t}(1 − β_s) as a running product (written independently of
+    cda_lite.kl, whose lemma2_weights is the checker's reference: passing this validates both)."""
+    out, ab = [], 1.0
+    for beta in s.betas.tolist():
+        ab *= 1.0 - beta
+        out.append(beta / (2.0 * (1.0 - ab)))
+    return np.array(out)
+
+
 def test_lemma2_check(capsys):
-    ok, out = run("ch5.lemma2_weights", lemma2_weights, capsys)
+    ok, out = run("ch5.lemma2_weights", lemma2_loop, capsys)
     assert ok and "all 3 cases passed" in out
     ok, out = run("ch5.lemma2_weights", lambda s: s.betas / (2 * (1 - s.alphas)), capsys)  # α instead of ᾱ
     assert not ok and "case 1/3" in out and "first mismatch at index 1: expected 0.375343, got 0.5" in out
@@ -112,9 +121,33 @@ def multinomial_like(w, u):  # independent-looking points: not systematic, not f
     return np.minimum(np.searchsorted(c, pts, side="right"), len(w) - 1)
 
 
+def systematic_loop(w, u):
+    """Systematic resampling by walking the cumulative weights with a pointer (no searchsorted): the
+    k-th point (u + k)/N picks the first particle j with w_0 + … + w_j > point."""
+    w = [float(v) for v in w]
+    total, n = sum(w), len(w)
+    out, j, cum = [], 0, w[0] / total
+    for k in range(n):
+        point = (u + k) / n
+        while cum <= point and j < n - 1:
+            j += 1
+            cum += w[j] / total
+        out.append(j)
+    return np.array(out)
+
+
 def test_resampling_check(capsys):
-    ok, out = run("ch7.systematic_resampling", ex.systematic_resampling_reference, capsys)
+    ok, out = run("ch7.systematic_resampling", systematic_loop, capsys)
     assert ok and "all 7 cases passed" in out
+    # the checker's reference (the library's systematic_resample) agrees with the pointer walk
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        w = rng.gamma(0.4, size=rng.integers(1, 15))
+        w[rng.random(len(w)) < 0.2] = 0.0
+        if w.sum() == 0:
+            continue
+        u = float(rng.random())
+        np.testing.assert_array_equal(ex.systematic_resampling_reference(w, u), systematic_loop(w, u))
     assert run("ch7.systematic_resampling", systematic, capsys)[0]
     # Forgot to divide u by N: the points u + k/N run past 1 (last index clipped to N−1 by the student).
     ok, out = run("ch7.systematic_resampling",

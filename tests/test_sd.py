@@ -1,6 +1,7 @@
 """The Stable Diffusion rung on the tiny random pipeline (CPU): sampler agreement with diffusers,
 constrained LoRA training (3 constraints, dual step, resume), LoRA round trip through diffusers,
 composition (sampling and KL use one ε_λ), reward improvement, presets, missing weights."""
+import json
 import os
 from dataclasses import replace
 
@@ -158,9 +159,23 @@ def test_prompt_experts_batch_one_call():
 
 
 def test_presets_and_cli(tmp_path, capsys):
+    # every preset's derived numbers are consistent with its own fields (the latent is the image size
+    # over the VAE factor: 8 for SD 1.5, 2 for the tiny pipeline)
     for n in P.names():
         for tiny in (False, True):
-            P.derived(P.get_preset(n, tiny))
+            p = P.get_preset(n, tiny)
+            d = P.derived(p)
+            if "latent" in d:
+                f = 2 if tiny else 8
+                assert d["latent"] == (p.height // f, p.width // f) and p.height % f == 0
+            if isinstance(p, P.AlignPreset):
+                assert d["images_total"] == p.steps * p.images_per_step
+                assert d["grad_accum"] * p.micro_batch == p.images_per_step
+                assert d["dual_steps"] == (0 if p.fixed_weights else p.steps)
+                assert d["constraints"] == len(p.constraints)
+            elif isinstance(p, P.ComposePreset):
+                assert d["experts"] >= 2 and d["images_total"] == p.dual_steps * p.batch
+                assert d["final_dual_lr"] == pytest.approx(p.dual_lr * p.dual_decay ** (p.dual_steps - 1))
     f3 = P.get_preset("fig3")
     assert f3.grad_accum * f3.micro_batch == 64 and f3.sample_steps == 15 and f3.lam_init == 0.2
     assert not set(f3.train_prompts) & set(f3.eval_prompts)
@@ -170,7 +185,12 @@ def test_presets_and_cli(tmp_path, capsys):
         P.derived(replace(f3, micro_batch=5))
     from cda_lite.sd.__main__ import main
     assert main(["compose", "--preset", "table4", "--tiny", "--steps", "1", "--out", str(tmp_path / "c")]) == 0
-    assert os.path.exists(tmp_path / "c" / "summary.json")
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    # one dual step of Algorithm 3 from λ = 1/m: λ on the simplex, the farthest expert (largest KL) gains most
+    lam, h = np.array(summary["lam"]), summary["history"]
+    assert summary["preset"] == "table4" and len(h) == 1 and len(lam) == len(summary["experts"])
+    assert np.all(lam >= 0) and lam.sum() == pytest.approx(1.0)
+    assert np.argmax(lam) == np.argmax(h[0]["values"])
 
 
 def test_missing_weights_error(tmp_path, monkeypatch):

@@ -107,4 +107,13 @@ def test_inference_presets_and_cli(tmp_path):
         P.derived(replace(blend, weights=[1.0]))
     from cda_lite.sd.__main__ import main
     assert main(["sample", "--preset", "blend", "--tiny", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
-    assert (tmp_path / "b" / "images.pt").exists()
+    import json
+
+    tiny = P.get_preset("blend", tiny=True)
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["preset"] == "blend" and summary["method"] == "db_mpa"
+    images = torch.load(tmp_path / "b" / "images.pt")
+    # one image per prompt and particle, decoded to [0, 1] at the preset's size, not all alike
+    assert images.shape == (len(tiny.prompts) * tiny.particles, 3, tiny.height, tiny.width)
+    assert images.min() >= 0 and images.max() <= 1 and images.std() > 1e-3
+    assert summary["prompts"] == [p for p in tiny.prompts for _ in range(tiny.particles)]  # one per image

@@ -145,13 +145,32 @@ def test_tiny_scorers_interface(scorers, name):
                 r(x, prompts[:2])
 
 
+def test_tiny_clip_score_is_100_cos_of_the_transformers_towers(scorers):
+    """The value, not just the shape: 100·cos(image, text) with the towers of the same seeded tiny CLIPModel
+    called through transformers directly (CLIP's published pixel mean/std, the 32-px stand-in needs no
+    resize, the tokenizer's own padding)."""
+    r = scorers["tiny_clip_score"]
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = ["a cat", "a dog on a sofa"]
+    m, tok = TR.tiny_clip_model(0)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        img = m.get_image_features(pixel_values=(x - mean) / std)
+        txt = m.get_text_features(**tok(prompts, padding=True, return_tensors="pt"))
+        img, txt = (f if torch.is_tensor(f) else f.pooler_output for f in (img, txt))
+        torch.testing.assert_close(r(x, prompts), 100 * F.cosine_similarity(img, txt), rtol=1e-5, atol=1e-4)
+
+
 def test_imagereward_standardisation(scorers):
     r = scorers["tiny_imagereward"]
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         tok = r._tokens(["a cat", "a dog"], 35)
         raw = r._model(R.clip_preprocess(x, 32), tok.input_ids, tok.attention_mask)  # mean 0, std 1
-        assert torch.allclose(r(x, ["a cat", "a dog"]), (raw - C.IMAGEREWARD_MEAN) / C.IMAGEREWARD_STD, atol=1e-6)
+        # ImageReward's own standardisation constants (ImageReward/ImageReward.py in THUDM/ImageReward)
+        assert (C.IMAGEREWARD_MEAN, C.IMAGEREWARD_STD) == (0.16717362830052426, 1.0333394966054072)
+        assert torch.allclose(r(x, ["a cat", "a dog"]), (raw - 0.16717362830052426) / 1.0333394966054072, atol=1e-6)
     assert tok.input_ids.shape[1] == 35  # ImageReward pads prompts to 35 tokens
 
 

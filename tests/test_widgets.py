@@ -68,7 +68,12 @@ def test_composition_view_lam_star_is_the_min_max(fig1_experts):
     simplex has a smaller worst-case KL (checked on a grid of the simplex)."""
     star = W.composition_view(fig1_experts, [0.495, 0.2525, 0.2525], lam_star=[0.495, 0.2525, 0.2525])
     assert np.ptp(star.kls) < 0.05 * star.max_kl
-    np.testing.assert_allclose(star.kls_star, star.kls)
+    # KL(q^{λ*} ‖ q_i) from the product written out by hand, whatever λ the frame shows
+    kls_hand = [gaussian_kl(*_product_by_hand(fig1_experts, [0.495, 0.2525, 0.2525]), e.means[0], e.covs[0])
+                for e in fig1_experts]
+    np.testing.assert_allclose(star.kls_star, kls_hand, rtol=1e-10)
+    other = W.composition_view(fig1_experts, [0.2, 0.3, 0.5], lam_star=[0.495, 0.2525, 0.2525])
+    np.testing.assert_allclose(other.kls_star, kls_hand, rtol=1e-10)
     worst = []
     for a in np.linspace(0.05, 0.9, 18):
         for b in np.linspace(0.05, 0.9, 18):
@@ -130,6 +135,20 @@ def circle():
     return load_problem(data_path("problems", "das_circle.json"))
 
 
+def _tilted_mean_reward_on_grid(base, reward, alpha, half=12.0, n=801):
+    """E_{p*} r with p* ∝ q e^{r/α}, by integration on a grid (scipy's normal densities, not the library's)."""
+    from scipy.stats import multivariate_normal
+
+    ax = np.linspace(-half, half, n)
+    gx, gy = np.meshgrid(ax, ax, indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel()], 1)
+    q = sum(w * multivariate_normal(m, c).pdf(pts) for w, m, c in zip(base.weights, base.means, base.covs))
+    rv = reward(pts)
+    logw = np.log(np.maximum(q, 1e-300)) + rv / alpha
+    p = np.exp(logw - logw.max())
+    return float(p @ rv / p.sum())
+
+
 def test_das_view_consistency_and_target(circle):
     """One particle per run is DAS's proposal alone (far from p*); 16 particles come near the Monte
     Carlo floor (Chapter 7 measures the same on this toy). The exact target's mean reward is the
@@ -159,10 +178,14 @@ def test_das_view_bad_input(circle):
 
 def test_das_explorer_callback(circle):
     pytest.importorskip("ipywidgets")
-    ui = W.das_explorer(circle.base, circle.rewards[0], particles=(1, 4, 16), n_particles=4, total=256)
+    r = circle.rewards[0]
+    ui = W.das_explorer(circle.base, r, particles=(1, 4, 16), n_particles=4, total=256)
     assert ui.result.n == 4 and ui.result.runs == 64
-    frame = ui.f(N=16, alpha=1.0)
-    assert frame.n == 16 and frame.runs == 16 and frame.alpha == 1.0
+    frame = ui.f(N=16, alpha=0.3)
+    assert frame.n == 16 and frame.runs == 16 and frame.alpha == 0.3
+    # the callback's numbers are those of its own particles and of the exact tilt at the chosen α
+    assert frame.mean_reward == pytest.approx(float(np.mean(r(frame.x))), rel=1e-12)
+    assert frame.target_mean_reward == pytest.approx(_tilted_mean_reward_on_grid(circle.base, r, 0.3), abs=1e-6)
     with pytest.raises(ValueError, match="n_particles"):
         W.das_explorer(circle.base, circle.rewards[0], particles=(1, 4), n_particles=16)
     with pytest.raises(ValueError, match="alpha"):
@@ -170,9 +193,17 @@ def test_das_explorer_callback(circle):
 
 
 def test_das_figure(circle):
-    frames = W.das_figure(circle.base, circle.rewards[0], particles=(1, 8), show=(1,), total=256)
+    r = circle.rewards[0]
+    frames = W.das_figure(circle.base, r, particles=(1, 8), show=(1,), total=256)
     assert [f.n for f in frames] == [1, 8]
     assert len(plt.gcf().axes) == 2
+    # N = 1 is the proposal alone; 8 particles per run come much closer to p* (Chapter 7's claim)
+    assert frames[1].distance < frames[0].distance / 2
+    target = _tilted_mean_reward_on_grid(circle.base, r, 1.0)
+    assert all(f.target_mean_reward == pytest.approx(target, abs=1e-6) for f in frames)
+    # the right panel plots the distance against N: its line carries the frames' distances
+    xs, ys = plt.gcf().axes[-1].lines[0].get_data()
+    np.testing.assert_allclose(ys, [f.distance for f in frames])
 
 
 # --------------------------------------------------------------------------- alignment (chapter 3)
@@ -180,8 +211,29 @@ def test_alignment_view_is_the_exact_solution():
     q = GaussianMixture([0.5, 0.5], [[-1.5, 0.0], [1.5, 0.0]], [0.3 * np.eye(2)] * 2)
     rewards = [LinearReward([0.0, 1.0]), QuadraticReward(np.eye(2), [1.5, 1.0])]
     res = W.alignment_view(q, rewards, [0.5, -1.5], ax=plt.subplots()[1])
-    ref = align_dual(q, rewards, [0.5, -1.5])
-    np.testing.assert_allclose(res.lam, ref.lam)
+    # KKT checked by integrating q e^{λᵀr} on a grid (scipy densities, hand-written rewards): each
+    # constraint holds, with equality where λ_i > 0, and λ is a maximiser of the dual λᵀb − log Z(λ).
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    ax1 = np.linspace(-8, 8, 641)
+    gx, gy = np.meshgrid(ax1, ax1, indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel()], 1)
+    logq = np.log(sum(0.5 * multivariate_normal(m, 0.3 * np.eye(2)).pdf(pts) for m in ([-1.5, 0], [1.5, 0])) + 1e-300)
+    rv = np.stack([pts[:, 1], -((pts - [1.5, 1.0]) ** 2).sum(1)], 1)
+    b = np.array([0.5, -1.5])
+
+    def dual(lam):
+        return lam @ b - (logsumexp(logq + rv @ lam) + np.log((ax1[1] - ax1[0]) ** 2))
+
+    lw = logq + rv @ res.lam
+    er = np.exp(lw - logsumexp(lw)) @ rv
+    assert np.all(er >= b - 1e-6)
+    np.testing.assert_allclose(er[res.lam > 0], b[res.lam > 0], atol=1e-6)
+    assert (res.lam > 0).any()
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        assert dual(np.clip(res.lam + rng.normal(scale=0.05, size=2), 0, None)) <= dual(res.lam) + 1e-9
     # an active linear constraint puts the tilted mean exactly on its line: E[x₂] = 0.5
     assert res.target.mean()[1] == pytest.approx(0.5, abs=1e-6)
 
