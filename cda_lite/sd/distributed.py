@@ -60,14 +60,14 @@ def requested_processes() -> int | None:
 
 def ensure_processes() -> None:
     """If ``accelerate launch --num_processes N`` (N > 1) started only this process: on CPU, re-run the
-    same command as N processes (torch's launcher; exits with its status); otherwise raise RuntimeError
+    same command as N processes (torch's launcher; exits with its status); otherwise raise ValueError
     rather than train silently in one process."""
     n = requested_processes()
     if n is None or n <= 1 or world_size() > 1:
         return
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
     if not cpu:
-        raise RuntimeError(f"accelerate launch asked for {n} processes but started one; pass --multi_gpu "
+        raise ValueError(f"accelerate launch asked for {n} processes but started one; pass --multi_gpu "
                            f"(or run `accelerate config`) so that it starts {n}")
     import socket
 
