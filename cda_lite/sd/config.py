@@ -138,6 +138,7 @@ def finalize(c: TrainConfig) -> TrainConfig:
                 _fail(f"constraints[{i}]: unknown keys {sorted(unknown)}; known: reward, direction, level, units")
             s = ConstraintSpec(**s)
         check_spec(s, f"constraints[{i}]")
+        resolve_reward(s.reward)  # an unknown name or an unimportable path fails here, before any work
         cons.append(s)
     if not cons:
         _fail("constraints: at least one constraint is needed (or start from a preset)")
