@@ -188,3 +188,36 @@ def test_a_request_for_n_processes_that_yields_one_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(ValueError, match="2 processes"):
         D.ensure_processes()
+
+
+def test_every_core_setting_reaches_the_trainer():
+    """Each AlignConfig field (Algorithm 1's settings) is a configuration field of the same name and
+    arrives in the trainer's configuration unchanged (the SD-specific mappings aside)."""
+    from dataclasses import fields
+
+    from cda_lite.align import AlignConfig
+    from cda_lite.sd.train import align_config
+    mapped = {"batch_size", "checkpoint_every", "checkpoint_path", "kappa_p", "nu", "fixed_weights", "grad_accum"}
+    new = {"steps": 7, "lr": 3e-4, "optimizer": "adam", "lr_cosine": True, "dual_lr": 0.3, "dual_every": 2,
+           "dual_warmup": 3, "lam_init": 0.7, "sample_steps": 5, "eta": 0.5, "grad_steps": 4,
+           "random_truncation": False, "checkpointing": True, "kl_weight": 0.4, "grad_clip": 2.0,
+           "lam_average": 0.5, "polish": 0.1, "patience": 9, "on_infeasible": "raise", "seed": 11}
+    assert set(new) == {f.name for f in fields(AlignConfig)} - mapped
+    c = load_config(preset="fig3", tiny=True, overrides=[f"{k}={v}" for k, v in new.items()] + ["dual=nupi",
+                                                                                               "kappa_p=0.2", "nu=0.5"])
+    a = align_config(c)
+    assert {k: getattr(a, k) for k in new} == new
+    assert (a.kappa_p, a.nu, a.batch_size, a.grad_accum) == (0.2, 0.5, c.micro_batch, c.images_per_step // c.micro_batch)
+    assert align_config(replace(c, fixed_weights=True)).fixed_weights == [0.7] * 3
+
+
+def test_bf16_run_keeps_the_lora_in_fp32(tmp_path):
+    """--mixed-precision bf16: the frozen base in bf16, the LoRA and its gradients in fp32; the run is finite."""
+    rc = main(["train", "--preset", "fig3", "--tiny", "--steps", "1", "--mixed-precision", "bf16",
+               *sum([["--set", s] for s in SMALL], []), "--set", "tensorboard=false", "--out", str(tmp_path)])
+    assert rc == 0
+    from safetensors.torch import load_file
+    w = load_file(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    assert {v.dtype for v in w.values()} == {torch.float32}
+    row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert np.isfinite(row["loss"]) and not (tmp_path / "tensorboard").exists()

@@ -91,6 +91,9 @@ def make_accelerator(out: str | None = None, mixed_precision: str = "no", tensor
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
     ensure_processes()
+    from accelerate.state import AcceleratorState
+    if AcceleratorState._shared_state and world_size() == 1:  # a second run in one process (notebook, tests)
+        AcceleratorState._reset_state()  # may change mixed precision; a single process has no group to keep
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
     acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision, log_with="tensorboard" if tensorboard and out else None,
                       project_config=ProjectConfiguration(project_dir=out, logging_dir=out) if out else None)

@@ -72,6 +72,14 @@ class AlignPreset:
     published: str = ""  # what the paper reports for this experiment
     tiny: bool = False  # runs on the tiny random pipeline
     calibration_images: int = 16  # pretrained-model images measuring a reward's σ (units "sigma", no Table 7)
+    # the rest of Algorithm 1's settings (cda_lite.align.AlignConfig, same names and defaults there)
+    optimizer: str = "adamw"  # "adam" | "adamw" (the SD runs) | "sgd"
+    lr_cosine: bool = False  # cosine decay of lr to 5 % over the steps
+    dual_every: int = 1  # primal steps per dual step
+    lam_average: float = 0.25  # λ reported = average over this last fraction of dual steps
+    polish: float = 0.0  # last fraction of primal steps at λ frozen to that average
+    patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
+    on_infeasible: str = "warn"  # "warn" | "raise"
 
     @property
     def grad_accum(self) -> int:

@@ -78,15 +78,18 @@ def calibrate(pipe, p: AlignPreset, reward, device=None, seed: int = 4321):
 
 
 def align_config(p: AlignPreset) -> AlignConfig:
+    """The core configuration of the preset: every :class:`AlignConfig` field the preset names is copied;
+    the SD-specific ones are mapped (micro-batch, νPI vs ascent, fixed λ as a list)."""
+    from dataclasses import fields
+
     derived(p)  # checks divisibility
-    return AlignConfig(
-        steps=p.steps, batch_size=p.micro_batch, grad_accum=p.grad_accum, lr=p.lr, optimizer="adamw",
-        dual_lr=p.dual_lr, kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
-        dual_warmup=p.dual_warmup, lam_init=p.lam_init,
-        fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
-        sample_steps=p.sample_steps, eta=p.eta, grad_steps=p.grad_steps, random_truncation=p.random_truncation,
-        checkpointing=p.checkpointing, kl_weight=p.kl_weight, grad_clip=p.grad_clip, seed=p.seed,
-        on_infeasible="warn")
+    shared = {f.name for f in fields(AlignConfig)} & {f.name for f in fields(p)}
+    kw = {k: getattr(p, k) for k in shared}
+    kw.update(batch_size=p.micro_batch, grad_accum=p.grad_accum,
+              kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
+              fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
+              checkpoint_every=0, checkpoint_path=None)  # the SD run checkpoints itself (run())
+    return AlignConfig(**kw)
 
 
 def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
