@@ -148,3 +148,93 @@ def test_model_path_forms(tmp_path, monkeypatch):
         resolve(str(tmp_path / "gone.ckpt"))
     with pytest.raises(MissingWeightsError, match="lacks"):
         resolve(str(tmp_path))
+
+
+def _to_ldm(pipe) -> dict:
+    """The tiny pipeline's weights under the original Stable Diffusion (LDM) checkpoint names — UNet under
+    ``model.diffusion_model.``, VAE under ``first_stage_model.``, text encoder under
+    ``cond_stage_model.transformer.`` — the layout of a single-file SD 1.x checkpoint (written for this
+    test from the published layout; diffusers converts it back)."""
+    out, unet = {}, pipe.unet
+    lpb = unet.config.layers_per_block
+    res = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+    top = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+           "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    keys = list(unet.state_dict())
+
+    def resnet(rest):
+        for a, c in res:
+            rest = rest.replace(a, c)
+        return rest
+
+    def unet_key(k):
+        p = k.split(".")
+        for a, b in top.items():
+            if k.startswith(a + "."):
+                return b + k[len(a):]
+        if p[0] in ("down_blocks", "up_blocks"):
+            b, kind, down = int(p[1]), p[2], p[0] == "down_blocks"
+            base = 1 + b * (lpb + 1) if down else b * (lpb + 1)
+            name = "input_blocks" if down else "output_blocks"
+            if kind == "downsamplers":
+                return f"{name}.{base + lpb}.0.op.{p[-1]}"
+            if kind == "upsamplers":
+                attn = any(x.startswith(f"up_blocks.{b}.attentions.") for x in keys)
+                return f"{name}.{base + lpb}.{2 if attn else 1}.conv.{p[-1]}"
+            rest = ".".join(p[4:])
+            return f"{name}.{base + int(p[3])}." + (f"0.{resnet(rest)}" if kind == "resnets" else f"1.{rest}")
+        idx = {"resnets.0": 0, "attentions.0": 1, "resnets.1": 2}[f"{p[1]}.{p[2]}"]
+        rest = ".".join(p[3:])
+        return f"middle_block.{idx}.{resnet(rest) if p[1] == 'resnets' else rest}"
+
+    for k, v in unet.state_dict().items():
+        out["model.diffusion_model." + unet_key(k)] = v
+    n_up = len(pipe.vae.config.up_block_types)
+    attn = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]
+    for k, v in pipe.vae.state_dict().items():
+        p = k.split(".")
+        key = k.replace("conv_norm_out", "norm_out")
+        if p[1] in ("down_blocks", "up_blocks"):
+            d = p[1] == "down_blocks"
+            j, word = (p[2], "down") if d else (n_up - 1 - int(p[2]), "up")
+            key = (f"{p[0]}.{word}.{j}.{'downsample' if d else 'upsample'}.conv.{p[-1]}" if p[3] in ("downsamplers", "upsamplers")
+                   else f"{p[0]}.{word}.{j}.block.{p[4]}." + ".".join(p[5:]))
+        elif p[1] == "mid_block":
+            rest = ".".join(p[4:])
+            if p[2] == "attentions":
+                for a, c in attn:
+                    rest = rest.replace(a, c)
+                key = f"{p[0]}.mid.attn_1.{rest}"
+            else:
+                key = f"{p[0]}.mid.block_{int(p[3]) + 1}.{rest}"
+        out["first_stage_model." + key.replace("conv_shortcut", "nin_shortcut")] = v
+    for k, v in pipe.text_encoder.state_dict().items():
+        out["cond_stage_model.transformer." + ("" if k.startswith("text_model.") else "text_model.") + k] = v
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def test_single_file_checkpoint_loads_and_trains(tmp_path, monkeypatch):
+    """A single .safetensors checkpoint in the original SD layout (with a folder of configs, as offline
+    use needs) loads through diffusers' from_single_file with every weight in place, and the CLI trains on it."""
+    from safetensors.torch import save_file
+
+    from cda_lite.sd.load import load_sd15
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = tiny_pipeline(0)
+    configs = tmp_path / "configs"
+    pipe.save_pretrained(str(configs))
+    ckpt = tmp_path / "model.safetensors"
+    save_file(_to_ldm(pipe), str(ckpt))
+    loaded = load_sd15(str(ckpt), config=str(configs))
+    for a, b in ((pipe.unet, loaded.unet), (pipe.vae, loaded.vae), (pipe.text_encoder, loaded.text_encoder)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), type(a).__name__
+    assert loaded.scheduler.config.timestep_spacing == "trailing"
+    from cda_lite.sd.__main__ import main
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"preset: fig3\nmodel_path: {ckpt}\nmodel_config: {configs}\nsteps: 1\nmicro_batch: 1\n"
+                   "images_per_step: 1\nheight: 16\nwidth: 16\nsample_steps: 3\ngrad_steps: 2\ncheckpointing: false\n"
+                   "tensorboard: false\nconstraints: [{reward: brightness, direction: '>=', level: 0.0}]\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "lora" / L.WEIGHT_NAME).exists()

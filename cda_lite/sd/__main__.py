@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 
 
-def _load_pipe(tiny: bool, model_path, seed: int, device=None):
+def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None):
     import torch
 
     if tiny:
@@ -29,7 +29,7 @@ def _load_pipe(tiny: bool, model_path, seed: int, device=None):
         pipe = tiny_pipeline(seed)
     else:
         from cda_lite.sd.load import load_sd15
-        pipe = load_sd15(model_path)
+        pipe = load_sd15(model_path, config=model_config)
     if device is None:
         device = "cuda" if torch.cuda.is_available() and not tiny else "cpu"
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
@@ -56,6 +56,8 @@ def _parser():
         s.add_argument("--out", required=True, help="output folder")
         s.add_argument("--model-path", default=None,
                        help="diffusers folder, hub id or single .safetensors/.ckpt file (else $CDA_SD_PATH or the hub)")
+        s.add_argument("--model-config", default=None,
+                       help="with a single-file --model-path: diffusers folder or hub id holding the component configs")
         s.add_argument("--seed", type=int, default=None)
         s.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     t = sub.choices["train"]
@@ -84,6 +86,7 @@ def _train(args) -> dict:
     from cda_lite.sd.distributed import make_accelerator, run_accelerated
 
     flags = {"steps": args.steps, "seed": args.seed, "model_path": args.model_path, "prompts": args.prompts,
+             "model_config": args.model_config,
              "mixed_precision": args.mixed_precision, "validate_every": args.validate_every}
     flags = {k: v for k, v in flags.items() if v is not None}
     if args.baseline:
@@ -99,7 +102,7 @@ def _train(args) -> dict:
     if acc.is_main_process:
         print(P.describe(cfg))
     from cda_lite.sd.distributed import half_base
-    pipe, _ = _load_pipe(cfg.tiny, cfg.model_path, cfg.seed, device=acc.device)
+    pipe, _ = _load_pipe(cfg.tiny, cfg.model_path, cfg.seed, device=acc.device, model_config=cfg.model_config)
     half_base(pipe, cfg.mixed_precision)
     s = run_accelerated(pipe, cfg, args.out, acc=acc, resume=cfg.resume, progress=True)
     s.pop("trainer")
@@ -150,7 +153,7 @@ def _compose_or_sample(args) -> dict:
         import torch
 
         from cda_lite.sd.inference import run as run_inference
-        pipe, device = _load_pipe(tiny, args.model_path, seed)
+        pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
         res = run_inference(pipe, p, args.adapters, progress=True)
         s = {"preset": p.name, "method": p.method, "prompts": res.prompts, "published": p.published}
         if res.smc is not None:
@@ -164,7 +167,7 @@ def _compose_or_sample(args) -> dict:
         p = replace(p, dual_steps=args.steps)
     print(P.describe(p))
     from cda_lite.sd.compose import make_experts, run
-    pipe, device = _load_pipe(tiny, args.model_path, seed)
+    pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
     res = run(pipe, make_experts(pipe, p, args.adapters, seed), p, progress=True, device=device)
     s = {"preset": p.name, "experts": res.names, "lam": res.lam.tolist(), "history": res.history,
          "published": p.published}

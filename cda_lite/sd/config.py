@@ -42,6 +42,7 @@ class TrainConfig(AlignPreset):
     train_prompts_file: Optional[str] = None  # file of training prompts (overrides ``prompts``)
     eval_prompts_file: Optional[str] = None  # file of evaluation prompts (overrides ``prompts``)
     model_path: Optional[str] = None  # diffusers folder, hub id or single .safetensors/.ckpt (else $CDA_SD_PATH)
+    model_config: Optional[str] = None  # single-file checkpoints: diffusers folder or hub id of the configs (offline)
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16": frozen base in half, LoRA and optimiser in fp32
     validate_every: int = 0  # optimiser steps between validation grids (0: only at the end)
     validation_prompts: Optional[List[str]] = None  # None: the first 4 evaluation prompts
