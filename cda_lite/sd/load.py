@@ -1,11 +1,13 @@
-"""Load Stable Diffusion 1.5 (``StableDiffusionPipeline.from_pretrained``) from a local folder or the
-hub, or fail at once with a message that says how to provide the weights — never a silent download
-attempt that hangs offline.
+"""Load Stable Diffusion 1.5 (``StableDiffusionPipeline.from_pretrained``, or ``from_single_file`` for one
+checkpoint file) from a local folder, a file or the hub, or fail at once with a message that says how
+to provide the weights — never a silent download attempt that hangs offline. Whatever the checkpoint
+predicts (ε or v), the pipeline returned is an ε-model (:func:`as_epsilon`).
 
 Where the weights come from, in order: the ``path`` argument, the env var ``CDA_SD_PATH`` (a folder
 laid out like the hub repository: model_index.json, unet/, vae/, text_encoder/, tokenizer/,
-scheduler/; or a hub id; or a single ``.safetensors``/``.ckpt`` checkpoint), else the hub id (default ``stable-diffusion-v1-5/stable-diffusion-v1-5``), read from the
-local Hugging Face cache only when ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set. Chapter 10.
+scheduler/; or a hub id; or a single ``.safetensors``/``.ckpt`` checkpoint), else the hub id (default
+``stable-diffusion-v1-5/stable-diffusion-v1-5``), read from the local Hugging Face cache only when
+``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set. Chapter 10.
 """
 from __future__ import annotations
 
