@@ -211,6 +211,16 @@ def test_every_core_setting_reaches_the_trainer():
     assert align_config(replace(c, fixed_weights=True)).fixed_weights == [0.7] * 3
 
 
+
+def test_json_configuration(tmp_path):
+    f = tmp_path / "run.json"
+    f.write_text(json.dumps({"preset": "table2", "tiny": True, "steps": 2, "lr": 5e-4,
+                             "constraints": [{"reward": "brightness", "direction": "<=", "level": 1.5, "units": "raw"}]}))
+    c = load_config(str(f))
+    assert (c.name, c.steps, c.lr, c.sample_steps) == ("table2", 2, 5e-4, P.get_preset("table2", tiny=True).sample_steps)
+    assert c.constraints == [P.ConstraintSpec("brightness", "<=", 1.5, "raw")]
+
+
 def test_bf16_run_keeps_the_lora_in_fp32(tmp_path):
     """--mixed-precision bf16: the frozen base in bf16, the LoRA and its gradients in fp32; the run is finite."""
     rc = main(["train", "--preset", "fig3", "--tiny", "--steps", "1", "--mixed-precision", "bf16",

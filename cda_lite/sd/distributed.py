@@ -236,7 +236,7 @@ def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: 
     if main and acc.log_with:
         acc.init_trackers("tensorboard")
         tb = acc.get_tracker("tensorboard", unwrap=True)
-    pieces = {}
+    pieces, layout = {}, []
 
     def _setup(trainer):
         if world > 1:
@@ -250,6 +250,11 @@ def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: 
 
     def on_step(trainer):
         if main and tb is not None:
+            if not layout:  # one chart per constraint: its batch mean against its level
+                tb.add_custom_scalars({"constraints": {
+                    c.name: ["Multiline", [f"reward/{_tag(c.name)}", f"level/{_tag(c.name)}"]]
+                    for c in trainer.constraints}})
+                layout.append(True)
             acc.log(step_scalars(trainer), step=trainer.step)
         if main and every and trainer.step % every == 0 and trainer.step < p.steps:
             validate(trainer.step)
