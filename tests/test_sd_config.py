@@ -174,6 +174,8 @@ def test_every_field_reachable_and_preset_choices_in_help(capsys):
         assert f in fields
         v = getattr(c, f) + (1 if isinstance(getattr(c, f), int) else 0.5)
         assert getattr(load_config(preset="fig4", tiny=True, overrides=[f"{f}={v}"]), f) == pytest.approx(v)
+    d = load_config(preset="fig4", tiny=True, overrides=["constraints[1].direction=<=", "constraints[2].reward=cda_lite.rewards:brightness"])
+    assert d.constraints[1].direction == "<=" and d.constraints[2].reward == "cda_lite.rewards:brightness"
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out

@@ -83,7 +83,10 @@ def _value(text: str):
     """A ``--set`` value parsed by OmegaConf's own grammar (numbers, booleans, null, [lists], {dicts})."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+    except Exception:  # not YAML (e.g. ">="): the text itself
+        return text
 
 
 def load_config(path: str | None = None, preset: str | None = None, tiny: bool | None = None,
