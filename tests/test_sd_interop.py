@@ -128,6 +128,11 @@ def test_v_prediction_is_converted_to_eps_and_matches_diffusers():
     theirs = ref(prompts, num_inference_steps=4, height=32, width=32, guidance_scale=5.0, latents=x_T.clone(),
                  eta=0.0, output_type="latent").images
     assert torch.allclose(mine, theirs, atol=1e-3), (mine - theirs).abs().max()
+    # a v-prediction pipeline handed straight to the ε-model wrapper (no load_sd15) is converted too
+    direct = _vpred_pipe()
+    eps2 = S.SDEps(direct.unet, 5.0).set_prompts(direct, prompts)
+    again = sample(eps2, S.schedule_of(direct), x_T.shape, steps=4, eta=0.0, x_T=x_T, spacing="trailing")
+    assert torch.allclose(again, mine, atol=1e-5) and direct.scheduler.config.prediction_type == "epsilon"
     # and the ε-model is differentiable (training backpropagates through it)
     xg = x.clone().requires_grad_(True)
     ours.unet(xg, 500, encoder_hidden_states=cond).sample.sum().backward()
