@@ -233,3 +233,25 @@ def test_bf16_run_keeps_the_lora_in_fp32(tmp_path):
     assert {v.dtype for v in w.values()} == {torch.float32}
     row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert np.isfinite(row["loss"]) and not (tmp_path / "tensorboard").exists()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(preset=st.sampled_from(["fig3", "fig4", "table2"]), tiny=st.booleans(), steps=st.integers(1, 10**4),
+       lr=st.floats(1e-7, 1.0), kl=st.floats(0.0, 10.0), lam=st.floats(0.0, 5.0), seed=st.integers(0, 2**31 - 1),
+       dual=st.sampled_from(["nupi", "ascent"]), trunc=st.booleans(),
+       level=st.floats(-5, 5), units=st.sampled_from(["auto", "raw", "sigma"]))
+def test_resolved_configuration_round_trips(tmp_path_factory, preset, tiny, steps, lr, kl, lam, seed, dual, trunc,
+                                            level, units):
+    """Whatever the overrides, config.yaml loads back to exactly the configuration that was resolved."""
+    from cda_lite.sd.config import to_yaml
+    sets = [f"steps={steps}", f"lr={lr!r}", f"kl_weight={kl!r}", f"lam_init={lam!r}", f"seed={seed}", f"dual={dual}",
+            f"random_truncation={trunc}", f"constraints[0].level={level!r}", f"constraints[0].units={units}"]
+    c = load_config(preset=preset, tiny=tiny, overrides=sets)
+    f = tmp_path_factory.mktemp("rt") / "config.yaml"
+    f.write_text(to_yaml(c))
+    assert asdict(load_config(str(f))) == asdict(c)
+    assert (c.steps, c.lr, c.seed, c.constraints[0].level, c.constraints[0].units) == (steps, lr, seed, level, units)
