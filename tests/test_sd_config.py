@@ -233,6 +233,14 @@ def test_bf16_run_keeps_the_lora_in_fp32(tmp_path):
     assert {v.dtype for v in w.values()} == {torch.float32}
     row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert np.isfinite(row["loss"]) and not (tmp_path / "tensorboard").exists()
+    # the Python API: base modules in bf16, the trained LoRA parameters in fp32
+    from cda_lite.sd.distributed import run_accelerated
+    from cda_lite.sd.tiny import tiny_pipeline
+    c = load_config(preset="fig3", tiny=True, overrides=[*SMALL, "steps=1", "mixed_precision=bf16", "tensorboard=false"])
+    pipe = tiny_pipeline()
+    s = run_accelerated(pipe, c, str(tmp_path / "api"), progress=False)
+    assert pipe.unet.conv_in.weight.dtype == pipe.vae.decoder.conv_in.weight.dtype == torch.bfloat16
+    assert {q.dtype for q in s["trainer"].params} == {torch.float32} and s["step"] == 1
 
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -101,9 +101,7 @@ def _train(args) -> dict:
     acc = make_accelerator(args.out, cfg.mixed_precision, cfg.tensorboard)
     if acc.is_main_process:
         print(P.describe(cfg))
-    from cda_lite.sd.distributed import half_base
     pipe, _ = _load_pipe(cfg.tiny, cfg.model_path, cfg.seed, device=acc.device, model_config=cfg.model_config)
-    half_base(pipe, cfg.mixed_precision)
     s = run_accelerated(pipe, cfg, args.out, acc=acc, resume=cfg.resume, progress=True)
     s.pop("trainer")
     s.pop("sync", None)

@@ -104,7 +104,8 @@ def make_accelerator(out: str | None = None, mixed_precision: str = "no", tensor
 
 
 def half_base(pipe, mixed_precision: str) -> None:
-    """Frozen base modules in fp16/bf16 (the LoRA added later stays fp32)."""
+    """Frozen base modules in fp16/bf16 (the LoRA added later stays fp32). fp16 runs without loss
+    scaling (the LoRA's gradients are fp32, activations fp16): prefer bf16 where the GPU has it."""
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
     if dtype is not None:
         for m in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -231,6 +232,7 @@ def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: 
     if acc is None:
         acc = make_accelerator(out, mp, getattr(p, "tensorboard", True))
     main, world, device = acc.is_main_process, acc.num_processes, acc.device
+    half_base(pipe, mp)  # before the LoRA is added: it stays fp32
     every = int(getattr(p, "validate_every", 0) or 0)
     tb = None
     if main and acc.log_with:
