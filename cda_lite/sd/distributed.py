@@ -49,6 +49,8 @@ def requested_processes() -> int | None:
         return None
     if not any("accelerate" in c for c in cmd[:4]):
         return None
+    end = next((i for i, c in enumerate(cmd) if i > 1 and (c in ("-m", "--module") or c.endswith(".py"))), len(cmd))
+    cmd = cmd[:end]  # the launcher's own options, not the training script's
     for i, c in enumerate(cmd):
         if c in ("--num_processes", "--num-processes") and i + 1 < len(cmd):
             return int(cmd[i + 1])
