@@ -9,6 +9,13 @@ import tempfile
 import torch
 
 
+def _default_mode() -> int:
+    """0666 & ~umask: the mode an ordinary open() gives (``mkstemp`` alone leaves 0600)."""
+    m = os.umask(0o022)
+    os.umask(m)
+    return 0o666 & ~m
+
+
 def atomic_save(obj, path: str) -> None:
     """torch.save ``obj`` to ``path`` atomically."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -19,6 +26,7 @@ def atomic_save(obj, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -32,6 +40,7 @@ def atomic_write_json(obj, path: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    os.chmod(tmp, _default_mode())
     os.replace(tmp, path)
 
 

@@ -15,11 +15,15 @@ transformers and peft lazily through the submodules:
 - :mod:`cda_lite.sd.tiny_rewards` — tiny random stand-ins of every scorer, through the real loaders
 - :mod:`cda_lite.sd.concepts` — min-over-prompts CLIP / BLIP-2 ITM metrics (Tables 1, 4)
 - :mod:`cda_lite.sd.train` — constrained LoRA alignment through :class:`cda_lite.align.PrimalDualTrainer`
-- :mod:`cda_lite.sd.distributed` — the same training over several processes (accelerate / torchrun)
+- :mod:`cda_lite.sd.distributed` — training runs on accelerate: several processes, mixed precision,
+  TensorBoard, validation grids
+- :mod:`cda_lite.sd.config` — training configuration files (YAML/JSON, ``--set``), rewards of one's own
+- :mod:`cda_lite.sd.plot` — training curves of a run to PNG; :mod:`cda_lite.sd.files` — umask-honouring writes
 - :mod:`cda_lite.sd.compose` — product of LoRA adapters / prompts by Algorithm 3
 - :mod:`cda_lite.sd.inference` — DAS over latents and Diffusion Blend over adapters (Chapter 7's samplers)
 - :mod:`cda_lite.sd.presets` — one config per paper experiment (fig3, fig4, table2, fig5, table1, table4,
   das, blend) and the published numbers (``data/published/khalafi2025.json``)
 
-Chapters 10 and 11; ``python -m cda_lite.sd train|compose|sample --preset NAME [--tiny] --out DIR``.
+Chapters 10 and 11; ``python -m cda_lite.sd train|compose|sample --preset NAME [--tiny] --out DIR``,
+``python -m cda_lite.sd train --config FILE.yaml --out DIR``, ``python -m cda_lite.sd plot DIR``.
 """

@@ -1,8 +1,17 @@
-"""``python -m cda_lite.sd train --preset fig3 [--tiny] --out DIR``,
-``python -m cda_lite.sd compose --preset fig5 [--tiny] [--adapters DIR ...] --out DIR`` and
-``python -m cda_lite.sd sample --preset das|blend [--tiny] [--adapters DIR ...] --out DIR``;
-multi-process training: ``accelerate launch --num_processes N -m cda_lite.sd train ...``;
-``python -m cda_lite.sd presets`` lists the presets with their derived numbers."""
+"""Stable Diffusion rung from the command line.
+
+  python -m cda_lite.sd train --config run.yaml [--set key=value ...] --out DIR
+  python -m cda_lite.sd train --preset fig3 [--tiny] [--steps N] [--reward NAME|module:function] --out DIR
+  python -m cda_lite.sd compose --preset fig5 [--tiny] [--adapters DIR ...] --out DIR
+  python -m cda_lite.sd sample --preset das|blend [--tiny] [--adapters DIR ...] --out DIR
+  python -m cda_lite.sd plot DIR              # training curves of a run → DIR/curves.png
+  python -m cda_lite.sd presets               # the presets with their derived numbers
+
+Several processes: ``accelerate launch --num_processes N [--cpu] -m cda_lite.sd train ...``.
+A training run writes DIR/config.yaml (the resolved configuration), log.jsonl/log.csv, TensorBoard
+events (DIR/tensorboard), validation grids (DIR/samples), checkpoint.pt and the LoRA (DIR/lora, loadable
+by diffusers' ``load_lora_weights`` and peft's ``PeftModel.from_pretrained``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,76 +21,137 @@ import sys
 from dataclasses import replace
 
 
-def _pipe(args):
-    if args.tiny:
-        from cda_lite.sd.tiny import tiny_pipeline
-        return tiny_pipeline(args.seed), None
+def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None):
     import torch
 
-    from cda_lite.sd.load import load_sd15
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return load_sd15(args.model_path, device=device), device
+    if tiny:
+        from cda_lite.sd.tiny import tiny_pipeline
+        pipe = tiny_pipeline(seed)
+    else:
+        from cda_lite.sd.load import load_sd15
+        pipe = load_sd15(model_path, config=model_config)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and not tiny else "cpu"
+        if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    pipe.to(device)
+    return pipe, (None if str(device) == "cpu" else device)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cda_lite.sd", description=__doc__)
+def _parser():
+    from cda_lite.sd import presets as P
+
+    kinds = {n: type(P.get_preset(n)).__name__ for n in P.names()}
+    train_names = [n for n, k in kinds.items() if k == "AlignPreset"]
+    compose_names = [n for n, k in kinds.items() if k == "ComposePreset"]
+    sample_names = [n for n, k in kinds.items() if k == "InferencePreset"]
+    ap = argparse.ArgumentParser(prog="python -m cda_lite.sd", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "compose", "sample"):
-        s = sub.add_parser(name)
-        s.add_argument("--preset", required=True)
-        s.add_argument("--tiny", action="store_true", help="tiny random pipeline on CPU")
-        s.add_argument("--out", required=True)
-        s.add_argument("--model-path", default=None, help="local SD 1.5 folder (else $CDA_SD_PATH or the hub)")
-        s.add_argument("--seed", type=int, default=0)
+    for name, choices in (("train", train_names), ("compose", compose_names), ("sample", sample_names)):
+        s = sub.add_parser(name, help=f"presets: {', '.join(choices)}")
+        s.add_argument("--preset", choices=choices, required=name != "train",
+                       help=f"one of {', '.join(choices)}" + (" (or `preset:` in --config)" if name == "train" else ""))
+        s.add_argument("--tiny", action="store_true", default=None, help="tiny random pipeline on CPU")
+        s.add_argument("--out", required=True, help="output folder")
+        s.add_argument("--model-path", default=None,
+                       help="diffusers folder, hub id or single .safetensors/.ckpt file (else $CDA_SD_PATH or the hub)")
+        s.add_argument("--model-config", default=None,
+                       help="with a single-file --model-path: diffusers folder or hub id holding the component configs")
+        s.add_argument("--seed", type=int, default=None)
         s.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     t = sub.choices["train"]
+    t.add_argument("--config", default=None, help="YAML or JSON file: `preset: NAME` and/or any field (see config.yaml "
+                                                  "of a run)")
+    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. --set lr=2e-3 --set constraints[0].level=0.7 (repeatable)")
     t.add_argument("--baseline", action="store_true", help="λ frozen at lam_init (weighted objective)")
-    t.add_argument("--reward", default=None, help="table2: the single reward of the adapter")
+    t.add_argument("--reward", default=None, help="reward of the first constraint: a name or module:function")
+    t.add_argument("--prompts", default=None, help="file of prompts, one per line (training and evaluation)")
+    t.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
+    t.add_argument("--validate-every", type=int, default=None, help="steps between validation grids (0: at the end)")
     t.add_argument("--no-resume", action="store_true")
     sub.choices["compose"].add_argument("--adapters", nargs="*", default=None)
     sub.choices["sample"].add_argument("--adapters", nargs="*", default=None)
-    sub.add_parser("presets")
-    args = ap.parse_args(argv)
+    pl = sub.add_parser("plot", help="training curves of a run folder to PNG")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
+    sub.add_parser("presets", help="list the presets with their derived numbers")
+    return ap
 
+
+def _train(args) -> dict:
+    from cda_lite.sd import presets as P
+    from cda_lite.sd.config import load_config
+    from cda_lite.sd.distributed import make_accelerator, run_accelerated
+
+    flags = {"steps": args.steps, "seed": args.seed, "model_path": args.model_path, "prompts": args.prompts,
+             "model_config": args.model_config,
+             "mixed_precision": args.mixed_precision, "validate_every": args.validate_every}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.baseline:
+        flags["fixed_weights"] = True
+    if args.no_resume:
+        flags["resume"] = False
+    if args.reward:
+        flags["constraints[0].reward"] = args.reward
+    if args.config is None and args.preset is None:
+        raise ValueError("train: give --preset NAME or --config FILE")
+    cfg = load_config(args.config, preset=args.preset, tiny=args.tiny, flags=flags, overrides=args.sets)
+    acc = make_accelerator(args.out, cfg.mixed_precision, cfg.tensorboard)
+    if acc.is_main_process:
+        print(P.describe(cfg))
+    pipe, _ = _load_pipe(cfg.tiny, cfg.model_path, cfg.seed, device=acc.device, model_config=cfg.model_config)
+    s = run_accelerated(pipe, cfg, args.out, acc=acc, resume=cfg.resume, progress=True)
+    s.pop("trainer")
+    s.pop("sync", None)
+    return s if acc.is_main_process else {}
+
+
+def _plot(args) -> dict:
+    from cda_lite.sd.plot import plot_run
+
+    path = plot_run(args.run_dir, args.out)
+    return {"plot": path}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     from cda_lite.sd import presets as P
     if args.cmd == "presets":
         for n in P.names():
             print(P.describe(P.get_preset(n)))
         return 0
-    p = P.get_preset(args.preset, tiny=args.tiny)
-    p = replace(p, seed=args.seed)
-    print(P.describe(p))
-    if args.cmd == "train":
-        if not isinstance(p, P.AlignPreset):
-            raise SystemExit(f"--preset {args.preset} is a composition preset; use `compose`")
-        if args.steps:
-            p = replace(p, steps=args.steps)
-        if args.baseline:
-            p = replace(p, fixed_weights=True)
-        if args.reward:
-            c = p.constraints[0]
-            p = replace(p, constraints=[P.ConstraintSpec(args.reward, c.direction, c.level)])
-        from cda_lite.sd.distributed import world_size
-        pipe, device = _pipe(args)
-        if world_size() > 1:  # launched by `accelerate launch` / torchrun with several processes
-            from cda_lite.sd.distributed import run_distributed
-            s = run_distributed(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
+    try:
+        if args.cmd == "train":
+            s = _train(args)
+        elif args.cmd == "plot":
+            s = _plot(args)
         else:
-            from cda_lite.sd.train import run
-            s = run(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
-        s.pop("trainer")
-    elif args.cmd == "sample":
-        if not isinstance(p, P.InferencePreset):
-            raise SystemExit(f"--preset {args.preset} is not an inference preset (das, blend)")
+            s = _compose_or_sample(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"python -m cda_lite.sd {args.cmd}: error: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    if s:
+        print(json.dumps(s, indent=1, default=str))
+    return 0
+
+
+def _compose_or_sample(args) -> dict:
+    from cda_lite.checkpoint import atomic_write_json
+    from cda_lite.sd import presets as P
+
+    tiny = bool(args.tiny)
+    seed = 0 if args.seed is None else args.seed
+    p = replace(P.get_preset(args.preset, tiny=tiny), seed=seed)
+    if args.cmd == "sample":
         if args.steps:
             p = replace(p, steps=args.steps)
+        print(P.describe(p))
         import torch
 
-        from cda_lite.checkpoint import atomic_write_json
         from cda_lite.sd.inference import run as run_inference
-        pipe, device = _pipe(args)
+        pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
         res = run_inference(pipe, p, args.adapters, progress=True)
         s = {"preset": p.name, "method": p.method, "prompts": res.prompts, "published": p.published}
         if res.smc is not None:
@@ -90,24 +160,21 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         atomic_write_json(s, os.path.join(args.out, "summary.json"))
         torch.save(res.images, os.path.join(args.out, "images.pt"))
-    else:
-        if not isinstance(p, P.ComposePreset):
-            raise SystemExit(f"--preset {args.preset} is an alignment preset; use `train`")
-        if args.steps:
-            p = replace(p, dual_steps=args.steps)
-        from cda_lite.checkpoint import atomic_write_json
-        from cda_lite.sd.compose import make_experts, run
-        pipe, device = _pipe(args)
-        res = run(pipe, make_experts(pipe, p, args.adapters, args.seed), p, progress=True, device=device)
-        s = {"preset": p.name, "experts": res.names, "lam": res.lam.tolist(), "history": res.history,
-             "published": p.published}
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write_json(s, os.path.join(args.out, "summary.json"))
-        if res.images is not None:
-            import torch
-            torch.save(res.images, os.path.join(args.out, "images.pt"))
-    print(json.dumps(s, indent=1, default=str))
-    return 0
+        return s
+    if args.steps:
+        p = replace(p, dual_steps=args.steps)
+    print(P.describe(p))
+    from cda_lite.sd.compose import make_experts, run
+    pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
+    res = run(pipe, make_experts(pipe, p, args.adapters, seed), p, progress=True, device=device)
+    s = {"preset": p.name, "experts": res.names, "lam": res.lam.tolist(), "history": res.history,
+         "published": p.published}
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write_json(s, os.path.join(args.out, "summary.json"))
+    if res.images is not None:
+        import torch
+        torch.save(res.images, os.path.join(args.out, "images.pt"))
+    return s
 
 
 if __name__ == "__main__":

@@ -1,30 +1,34 @@
-"""Data-parallel constrained training over several processes (GPUs, or CPU processes for tests),
-launched by ``accelerate launch`` or ``torchrun``; the single-process loop of :mod:`cda_lite.sd.train`
-and :class:`cda_lite.align.PrimalDualTrainer` run unchanged in every process.
+"""Training runs on ``accelerate``: one process or data-parallel over several (GPUs, or CPU processes),
+mixed precision, TensorBoard logs and validation images. The single-process loop of
+:mod:`cda_lite.sd.train` and :class:`cda_lite.align.PrimalDualTrainer` runs unchanged in every process.
 
-    accelerate launch --multi_gpu --num_processes 4 -m cda_lite.sd train --preset fig3 --out runs/fig3
-    torchrun --nproc_per_node 2 -m cda_lite.sd train --preset fig3 --tiny --out runs/tiny   # CPU processes
+    accelerate launch --num_processes 4 -m cda_lite.sd train --config run.yaml --out runs/x    # 4 GPUs
+    accelerate launch --num_processes 2 --cpu -m cda_lite.sd train --preset fig3 --tiny --out runs/tiny
 
-(``accelerate launch --cpu`` starts one process only; its multi-GPU launcher is torchrun, which also
-spawns CPU processes.) Each process draws its own images; three things are synchronised so that all
-processes hold the same LoRA weights and the same λ at every step — the run is then the single-process
-run on a batch ``world_size`` times larger:
+(``accelerate launch --cpu`` itself starts one process; :func:`ensure_processes` then starts the
+requested number through torch's launcher, and a request that would silently yield one process on a
+GPU machine is an error.) Each process draws its own images; so that all hold the same LoRA weights and
+the same λ after every step — the run is the single-process run on a batch ``world_size`` times larger:
 
-1. **gradients**: after every backward pass, one all-reduce averages the LoRA gradients (queued at the
-   end of the pass, as DistributedDataParallel does, so every process issues its collectives in the
-   same order whatever its random truncation K);
-2. **constraint values**: each reward's batch mean is replaced by the mean over all processes (a
-   detached shift of the per-image values: the gradient is the local one, averaged by 1.), so the dual
-   step uses the global Ê r_i and λ stays identical everywhere;
-3. **initial weights**: the LoRA weights are broadcast from process 0.
+1. **gradients**: the micro-batch (sampling the chain, decoding) is the forward pass of a module that
+   ``Accelerator.prepare`` wraps in DistributedDataParallel, which averages the LoRA gradients in the
+   backward pass (``no_sync`` on all but the last micro-batch of a step: gradient accumulation) and
+   broadcasts process 0's initial weights;
+2. **constraint values and KL**: each batch mean is replaced by the mean over all processes
+   (``Accelerator.reduce``; a detached shift of the per-image values: the gradient stays local and DDP
+   averages it), so the dual step sees the global Ê r_i and λ stays identical everywhere.
 
-Process r draws micro-batch j of step k with a generator seeded from (seed, r, k, j), so a resumed run
-continues as it would have. Only process 0 writes logs and checkpoints. Chapter 10.
+Process r draws micro-batch j of step k from a generator seeded by (seed, r, k, j), so a resumed run
+continues as it would have. Only process 0 prints and writes. Chapter 10.
 """
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 
+import numpy as np
 import torch
 
 SEED_STRIDE = (1_000_003, 7_919, 104_729)
@@ -35,111 +39,246 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init(device=None) -> tuple[int, int]:
-    """Join the process group (gloo on CPU, nccl on CUDA) from the launcher's environment; (rank, world)."""
-    import torch.distributed as dist
+def requested_processes() -> int | None:
+    """``--num_processes`` of the ``accelerate launch`` that started this process (None if none did)."""
+    try:
+        import psutil
 
-    if not dist.is_initialized():
-        backend = "nccl" if (device is not None and str(device).startswith("cuda")) else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
-    return dist.get_rank(), dist.get_world_size()
+        cmd = psutil.Process(os.getppid()).cmdline()
+    except Exception:  # no psutil, no /proc: nothing to compare
+        return None
+    if not any("accelerate" in c for c in cmd[:4]):
+        return None
+    end = next((i for i, c in enumerate(cmd) if i > 1 and (c in ("-m", "--module") or c.endswith(".py"))), len(cmd))
+    cmd = cmd[:end]  # the launcher's own options, not the training script's
+    for i, c in enumerate(cmd):
+        if c in ("--num_processes", "--num-processes") and i + 1 < len(cmd):
+            return int(cmd[i + 1])
+        m = re.fullmatch(r"--num[_-]processes=(\d+)", c)
+        if m:
+            return int(m.group(1))
+    return None
 
 
-def _all_mean(t: torch.Tensor, world: int) -> torch.Tensor:
-    import torch.distributed as dist
+def ensure_processes() -> None:
+    """If ``accelerate launch --num_processes N`` (N > 1) started only this process: on CPU, re-run the
+    same command as N processes (torch's launcher; exits with its status); otherwise raise ValueError
+    rather than train silently in one process."""
+    n = requested_processes()
+    if n is None or n <= 1 or world_size() > 1:
+        return
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    if not cpu:
+        raise ValueError(f"accelerate launch asked for {n} processes but started one; pass --multi_gpu "
+                           f"(or run `accelerate config`) so that it starts {n}")
+    import socket
 
-    t = t.detach().clone()
-    dist.all_reduce(t)
-    return t / world
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    target = ["-m", spec.name.removesuffix(".__main__")] if spec is not None and spec.name else [sys.argv[0]]
+    env = dict(os.environ, ACCELERATE_USE_CPU="True")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(port),
+           *target, *sys.argv[1:]]
+    sys.exit(subprocess.call(cmd, env=env))
 
 
-class GradientSync:
-    """Average the gradients of ``params`` over the processes once at the end of every backward pass."""
+def make_accelerator(out: str | None = None, mixed_precision: str = "no", tensorboard: bool = True):
+    """An ``accelerate.Accelerator`` for one run (after :func:`ensure_processes`): TensorBoard tracker in
+    ``out/tensorboard``, TF32 matmuls on Ampere or newer GPUs."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
-    def __init__(self, params, world: int):
-        self.params, self.world, self._queued, self.calls = list(params), int(world), False, 0
-        for p in self.params:
-            p.register_post_accumulate_grad_hook(self._hook)
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    ensure_processes()
+    from accelerate.state import AcceleratorState
+    if AcceleratorState._shared_state and world_size() == 1:  # a second run in one process (notebook, tests)
+        AcceleratorState._reset_state()  # may change mixed precision; a single process has no group to keep
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision, log_with="tensorboard" if tensorboard and out else None,
+                      project_config=ProjectConfiguration(project_dir=out, logging_dir=out) if out else None)
+    if acc.device.type == "cuda" and torch.cuda.get_device_capability(acc.device)[0] >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return acc
 
-    def _hook(self, _p):
-        if not self._queued:
-            self._queued = True
-            torch.autograd.Variable._execution_engine.queue_callback(self._sync)
 
-    def _sync(self):
-        self._queued = False
-        self.calls += 1
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        flat = _all_mean(torch.cat([g.reshape(-1) for g in grads]), self.world)
-        i = 0
-        for p in self.params:
-            n = p.numel()
-            p.grad = flat[i:i + n].view_as(p).to(p.dtype).clone()
-            i += n
+def half_base(pipe, mixed_precision: str) -> None:
+    """Frozen base modules in fp16/bf16 (the LoRA added later stays fp32). fp16 runs without loss
+    scaling (the LoRA's gradients are fp32, activations fp16): prefer bf16 where the GPU has it."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    if dtype is not None:
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+            m.to(dtype)
+
+
+class _MicroBatch(torch.nn.Module):
+    """One micro-batch (chain + decode) as a forward pass, so that DDP sees the UNet's LoRA parameters."""
+
+    def __init__(self, unet, fn):
+        super().__init__()
+        self.unet, self.fn = unet, fn
+
+    def forward(self, seed):
+        return self.fn(int(seed))
 
 
 class GlobalMean:
     """Wrap a reward so that its batch mean is the mean over all processes (detached shift)."""
 
-    def __init__(self, reward, world: int):
-        self.reward, self.world, self.local_means = reward, int(world), []
+    def __init__(self, reward, acc):
+        self.reward, self.acc, self.local_means = reward, acc, []
 
     def __call__(self, x, *args):
         r = self.reward(x, *args)
         local = r.detach().mean()
         self.local_means.append(float(local))
-        return r + (_all_mean(local, self.world) - local)
+        return r + (self.acc.reduce(local.clone(), "mean") - local)
 
 
-def setup(trainer, rank: int, world: int, seed: int) -> dict:
+def setup(trainer, pipe, acc, seed: int) -> dict:
     """Make ``trainer`` data-parallel (see the module docstring); returns the installed pieces."""
-    import torch.distributed as dist
-
-    with torch.no_grad():
-        for p in trainer.params:
-            dist.broadcast(p.data, src=0)
-    sync = GradientSync(trainer.params, world)
+    inner, accum, rank = trainer.sample_batch, int(trainer.config.grad_accum), acc.process_index
     means = []
     for c in trainer.constraints:
-        c.reward = GlobalMean(c.reward, world)
+        c.reward = GlobalMean(c.reward, acc)
         means.append(c.reward)
-    inner = trainer.sample_batch
-    counter = {"step": -1, "j": 0}
+
+    def draw(s):
+        return inner(torch.Generator().manual_seed(s))
+
+    model = acc.prepare_model(_MicroBatch(pipe.unet, draw))
+    counter = {"step": -1, "j": 0, "synced": 0}
 
     def sample_batch(_generator):
         if counter["step"] != trainer.step:
             counter.update(step=trainer.step, j=0)
-        g = torch.Generator().manual_seed(int(seed) + SEED_STRIDE[0] * rank + SEED_STRIDE[1] * trainer.step
-                                          + SEED_STRIDE[2] * counter["j"])
+        j = counter["j"]
         counter["j"] += 1
-        x0, kl = inner(g)
+        s = int(seed) + SEED_STRIDE[0] * rank + SEED_STRIDE[1] * trainer.step + SEED_STRIDE[2] * j
+        if j < accum - 1:
+            with acc.no_sync(model):
+                x0, kl = model(s)
+        else:
+            counter["synced"] += 1
+            x0, kl = model(s)
         if kl is not None:
             local = kl.detach().mean()
-            kl = kl + (_all_mean(local, world) - local)
+            kl = kl + (acc.reduce(local.clone(), "mean") - local)
         return x0, kl
 
     trainer.sample_batch = sample_batch
-    return {"gradients": sync, "rewards": means}
+    return {"model": model, "rewards": means, "counter": counter}
+
+
+def _tag(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", name)
+
+
+def step_scalars(trainer) -> dict:
+    """The TensorBoard scalars of the last step: λ, each reward's Ê against its level, KL, loss."""
+    h = trainer.log[-1]
+    out = {"loss": h["loss"], "kl": h["kl"]}
+    for c, e, lam in zip(trainer.constraints, h["expected"], h["lam"]):
+        t = _tag(c.name)
+        out[f"lambda/{t}"] = lam
+        out[f"reward/{t}"] = e
+        out[f"level/{t}"] = c.level
+    return out
+
+
+@torch.no_grad()
+def validation_grid(pipe, p, device=None) -> np.ndarray:
+    """Images of the adapted model on fixed prompts (rows) and seeds (columns): an (H, W, 3) uint8 grid."""
+    from cda_lite.differentiable import sample_differentiable
+    from cda_lite.sd import sampling as S
+
+    prompts = list(getattr(p, "validation_prompts", None) or p.eval_prompts[:4])
+    seeds = list(getattr(p, "validation_seeds", None) or [0])
+    chain = S.make_chain(pipe, p.sample_steps, p.eta)
+    rows = []
+    for pr in prompts:
+        eps = S.SDEps(pipe.unet, p.guidance).set_prompts(pipe, [pr] * len(seeds))
+        x_T = torch.cat([S.initial_latents(pipe, 1, p.height, p.width, torch.Generator().manual_seed(int(s)),
+                                           device=device) for s in seeds])
+        gen = torch.Generator().manual_seed(int(seeds[0]))
+        img = S.decode(pipe, sample_differentiable(eps, chain, x_T, generator=gen).x0).float().cpu()
+        rows.append(torch.cat(list(img), dim=2))  # (3, H, W·seeds)
+    grid = torch.cat(rows, dim=1)
+    return (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def save_png(grid: np.ndarray, path: str) -> None:
+    import io
+
+    from PIL import Image
+
+    from cda_lite.sd.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    atomic_write_bytes(buf.getvalue(), path)
+
+
+def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: bool = True,
+                    max_steps: int | None = None) -> dict:
+    """:func:`cda_lite.sd.train.run` under ``acc`` (made from ``p`` when None): data-parallel when the
+    launch has several processes; process 0 writes ``out`` (logs, checkpoints, config.yaml), TensorBoard
+    scalars every step and validation grids (``out/samples/step_NNNNNN.png`` and TensorBoard) every
+    ``p.validate_every`` steps and at the end. The summary gains ``world_size``, ``rank`` and ``sync``."""
+    from cda_lite.sd.train import run
+
+    mp = getattr(p, "mixed_precision", "no")
+    if acc is None:
+        acc = make_accelerator(out, mp, getattr(p, "tensorboard", True))
+    main, world, device = acc.is_main_process, acc.num_processes, acc.device
+    half_base(pipe, mp)  # before the LoRA is added: it stays fp32
+    every = int(getattr(p, "validate_every", 0) or 0)
+    tb = None
+    if main and acc.log_with:
+        acc.init_trackers("tensorboard")
+        tb = acc.get_tracker("tensorboard", unwrap=True)
+    pieces, layout = {}, []
+
+    def _setup(trainer):
+        if world > 1:
+            pieces.update(setup(trainer, pipe, acc, p.seed))
+
+    def validate(step):
+        grid = validation_grid(pipe, p, device=device)
+        save_png(grid, os.path.join(out, "samples", f"step_{step:06d}.png"))
+        if tb is not None:
+            tb.add_image("validation", grid, step, dataformats="HWC")
+
+    def on_step(trainer):
+        if main and tb is not None:
+            if not layout:  # one chart per constraint: its batch mean against its level
+                tb.add_custom_scalars({"constraints": {
+                    c.name: ["Multiline", [f"reward/{_tag(c.name)}", f"level/{_tag(c.name)}"]]
+                    for c in trainer.constraints}})
+                layout.append(True)
+            acc.log(step_scalars(trainer), step=trainer.step)
+        if main and every and trainer.step % every == 0 and trainer.step < p.steps:
+            validate(trainer.step)
+
+    try:
+        with acc.autocast():
+            summary = run(pipe, p, out, resume=resume, progress=progress and main, device=device,
+                          max_steps=max_steps, setup=_setup, main=main, on_step=on_step)
+        if main:
+            validate(summary["step"])
+    finally:
+        acc.wait_for_everyone()
+        if tb is not None:
+            tb.flush()
+        acc.end_training()
+    summary.update(world_size=world, rank=acc.process_index, sync=pieces)
+    return summary
 
 
 def run_distributed(pipe, preset, out: str, resume: bool = True, progress: bool = True, device=None,
                     max_steps: int | None = None) -> dict:
-    """:func:`cda_lite.sd.train.run` in every process of the launch, synchronised by :func:`setup`;
-    process 0 writes ``out``. The summary gains ``world_size`` and (every process) ``sync``."""
-    import torch.distributed as dist
-
-    from cda_lite.sd.train import run
-
-    rank, world = init(device)
-    pieces = {}
-
-    def _setup(trainer):
-        pieces.update(setup(trainer, rank, world, preset.seed))
-
-    try:
-        summary = run(pipe, preset, out, resume=resume, progress=progress and rank == 0, device=device,
-                      max_steps=max_steps, setup=_setup, main=rank == 0)
-    finally:
-        dist.barrier()
-    summary.update(world_size=world, rank=rank, sync=pieces)
-    return summary
+    """Kept name: :func:`run_accelerated` (``device`` is the accelerator's)."""
+    return run_accelerated(pipe, preset, out, resume=resume, progress=progress, max_steps=max_steps)

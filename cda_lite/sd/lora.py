@@ -1,6 +1,8 @@
 """LoRA adapters on the UNet's attention projections (to_q, to_k, to_v, to_out.0), as in the paper
-(rank 4), through peft as diffusers integrates it; saved in diffusers' LoRA format so that
-``pipe.load_lora_weights(folder)`` reads them back. Chapter 10.
+(rank 4), through peft as diffusers integrates it; saved in diffusers' LoRA format
+(``pytorch_lora_weights.safetensors``: ``pipe.load_lora_weights(folder)``) and in peft's
+(``adapter_config.json`` + ``adapter_model.safetensors``: ``PeftModel.from_pretrained(unet, folder)``),
+with the user's umask. Chapter 10.
 """
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import os
 
 import torch
 
+from cda_lite.sd.files import honour_umask
+
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers
+PEFT_WEIGHT_NAME = "adapter_model.safetensors"  # peft
 
 
 def add_lora(unet, rank: int = 4, alpha: float | None = None, name: str = "default", init: str | bool = True,
@@ -72,6 +77,8 @@ def save_lora(pipe, out_dir: str, name: str = "default") -> str:
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-lora-")
     try:
         StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, safe_serialization=True)
+        save_peft_adapter(pipe.unet, tmp, name)
+        honour_umask(tmp)  # mkdtemp made it 0700
         if os.path.isdir(out_dir):
             old = out_dir.rstrip("/") + ".old"
             shutil.rmtree(old, ignore_errors=True)
@@ -84,6 +91,19 @@ def save_lora(pipe, out_dir: str, name: str = "default") -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return os.path.join(out_dir, WEIGHT_NAME)
+
+
+def save_peft_adapter(unet, folder: str, name: str = "default") -> None:
+    """peft's own layout of adapter ``name``: ``adapter_config.json`` (the LoraConfig) and
+    ``adapter_model.safetensors`` (keys as ``PeftModel.save_pretrained`` writes them)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    cfg = unet.peft_config[name]
+    cfg.save_pretrained(folder)
+    sd = get_peft_model_state_dict(unet, adapter_name=name)
+    save_file({f"base_model.model.{k}": v.detach().float().cpu().contiguous() for k, v in sd.items()},
+              os.path.join(folder, PEFT_WEIGHT_NAME), metadata={"format": "pt"})
 
 
 def load_lora(pipe, folder: str, name: str) -> None:

@@ -29,9 +29,11 @@ def animal_prompts(animals):
 
 @dataclass
 class ConstraintSpec:
-    reward: str  # a name known to cda_lite.sd.registry.get_reward
+    reward: str  # a name known to cda_lite.sd.registry.get_reward, a "module:function" path, or a callable
     direction: str  # ">=" or "<="
-    level: float  # in σ units of Table 7 when the reward has Table 7 stats, else raw
+    level: float  # in the units below
+    units: str = "auto"  # "raw": the reward's own units; "sigma": σ units of the pretrained model (Table 7's
+    # stats, else measured on its samples); "auto": sigma when Table 7 has the reward, else raw
 
 
 @dataclass
@@ -69,6 +71,15 @@ class AlignPreset:
     seed: int = 0
     published: str = ""  # what the paper reports for this experiment
     tiny: bool = False  # runs on the tiny random pipeline
+    calibration_images: int = 16  # pretrained-model images measuring a reward's σ (units "sigma", no Table 7)
+    # the rest of Algorithm 1's settings (cda_lite.align.AlignConfig, same names and defaults there)
+    optimizer: str = "adamw"  # "adam" | "adamw" (the SD runs) | "sgd"
+    lr_cosine: bool = False  # cosine decay of lr to 5 % over the steps
+    dual_every: int = 1  # primal steps per dual step
+    lam_average: float = 0.25  # λ reported = average over this last fraction of dual steps
+    polish: float = 0.0  # last fraction of primal steps at λ frozen to that average
+    patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
+    on_infeasible: str = "warn"  # "warn" | "raise"
 
     @property
     def grad_accum(self) -> int:

@@ -38,6 +38,8 @@ def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
     """CLIP text embeddings (n, L, D) of ``prompts`` (padded to the tokenizer's max length)."""
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts: expected a list of strings")
+    from cda_lite.sd.load import as_epsilon
+    as_epsilon(pipe)  # every ε caller encodes its prompts here first: a v-prediction UNet becomes an ε-model
     tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")
     dev = pipe.text_encoder.device

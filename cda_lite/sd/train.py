@@ -25,7 +25,7 @@ from cda_lite.differentiable import sample_differentiable
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 from cda_lite.sd.presets import AlignPreset, derived
-from cda_lite.sd.registry import get_reward, normalizer
+from cda_lite.sd.registry import normalizer
 
 
 class PromptContext:
@@ -34,29 +34,62 @@ class PromptContext:
     prompts: list | None = None
 
 
-def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None) -> list[Constraint]:
+def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None, pipe=None) -> list[Constraint]:
+    """One :class:`Constraint` per spec; the reward is a name, a ``module:function`` path or a callable
+    (:func:`cda_lite.sd.config.resolve_reward`), its level in the spec's ``units`` (σ units measured on
+    ``pipe``'s own samples when no Table 7 statistics exist)."""
+    from cda_lite.sd.config import check_spec, resolve_reward, reward_name
+
     out = []
-    for spec in preset.constraints:
-        r = get_reward(spec.reward)
+    for i, spec in enumerate(preset.constraints):
+        check_spec(spec, f"constraints[{i}]")
+        r = resolve_reward(spec.reward)
         if isinstance(r, torch.nn.Module) and device is not None:
             r.to(device)
 
         def value(images, r=r):
             return r(images, ctx.prompts)
-        out.append(Constraint(spec.reward, value, spec.level, spec.direction, normalizer(spec.reward)))
+        name = reward_name(spec.reward)
+        units = getattr(spec, "units", "auto")
+        norm = None if units == "raw" or not isinstance(spec.reward, str) else normalizer(spec.reward)
+        if units == "sigma" and norm is None:
+            if pipe is None:
+                raise ValueError(f"constraints[{i}]: units 'sigma' for {name!r} needs the pipeline to measure σ")
+            norm = calibrate(pipe, preset, r, device=device)
+        out.append(Constraint(name, value, spec.level, spec.direction, norm))
     return out
 
 
+@torch.no_grad()
+def calibrate(pipe, p: AlignPreset, reward, device=None, seed: int = 4321):
+    """(mean, std) of ``reward`` over ``p.calibration_images`` samples of the pretrained model (training
+    prompts, the run's chain): the σ unit of a reward without Table 7 statistics."""
+    from cda_lite.constraints import RewardNormalizer
+
+    n = int(p.calibration_images)
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [p.train_prompts[i % len(p.train_prompts)] for i in range(n)]
+    eps = S.SDEps(pipe.unet, p.guidance).set_prompts(pipe, prompts)
+    chain = S.make_chain(pipe, p.sample_steps, p.eta)
+    x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
+    with S.adapters_disabled(pipe.unet):
+        images = S.decode(pipe, sample_differentiable(eps, chain, x_T, generator=gen).x0)
+    return RewardNormalizer.fit(reward(images, prompts).detach().cpu())
+
+
 def align_config(p: AlignPreset) -> AlignConfig:
+    """The core configuration of the preset: every :class:`AlignConfig` field the preset names is copied;
+    the SD-specific ones are mapped (micro-batch, νPI vs ascent, fixed λ as a list)."""
+    from dataclasses import fields
+
     derived(p)  # checks divisibility
-    return AlignConfig(
-        steps=p.steps, batch_size=p.micro_batch, grad_accum=p.grad_accum, lr=p.lr, optimizer="adamw",
-        dual_lr=p.dual_lr, kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
-        dual_warmup=p.dual_warmup, lam_init=p.lam_init,
-        fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
-        sample_steps=p.sample_steps, eta=p.eta, grad_steps=p.grad_steps, random_truncation=p.random_truncation,
-        checkpointing=p.checkpointing, kl_weight=p.kl_weight, grad_clip=p.grad_clip, seed=p.seed,
-        on_infeasible="warn")
+    shared = {f.name for f in fields(AlignConfig)} & {f.name for f in fields(p)}
+    kw = {k: getattr(p, k) for k in shared}
+    kw.update(batch_size=p.micro_batch, grad_accum=p.grad_accum,
+              kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
+              fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
+              checkpoint_every=0, checkpoint_path=None)  # the SD run checkpoints itself (run())
+    return AlignConfig(**kw)
 
 
 def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
@@ -92,7 +125,7 @@ def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
         ctx.prompts = prompts
         return decode(out.x0), out.kl
 
-    trainer = PrimalDualTrainer(params, sample_batch, make_constraints(p, ctx, device), cfg)
+    trainer = PrimalDualTrainer(params, sample_batch, make_constraints(p, ctx, device, pipe), cfg)
     return trainer, eps, ref, chain, ctx
 
 
@@ -118,15 +151,19 @@ def _write_logs(trainer, names, out):
 
 
 def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = True, device=None,
-        max_steps: int | None = None, setup=None, main: bool = True) -> dict:
+        max_steps: int | None = None, setup=None, main: bool = True, on_step=None) -> dict:
     """Train, logging every step (log.jsonl, log.csv), checkpointing every ``p.checkpoint_every`` steps
     (checkpoint.pt + lora/), resuming from ``out/checkpoint.pt`` when ``resume``. A non-finite loss
     stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json).
 
     ``setup(trainer)`` runs right after the trainer is built (the multi-process run of
-    :mod:`cda_lite.sd.distributed` installs its synchronisation there); ``main=False`` writes nothing."""
+    :mod:`cda_lite.sd.distributed` installs its synchronisation there); ``on_step(trainer)`` after every
+    step (logs, validation images); ``main=False`` writes nothing. ``out/config.yaml``: the resolved
+    configuration (:mod:`cda_lite.sd.config`)."""
     if main:
         os.makedirs(out, exist_ok=True)
+        from cda_lite.sd.config import save_config
+        save_config(p, out)
     trainer, eps, ref, chain, ctx = build(pipe, p, device)
     if setup is not None:
         setup(trainer)
@@ -145,6 +182,8 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
             if main and p.checkpoint_every and trainer.step % p.checkpoint_every == 0:
                 trainer.save(ckpt)
                 L.save_lora(pipe, os.path.join(out, "lora"))
+            if on_step is not None:
+                on_step(trainer)
     except FloatingPointError as e:
         status = f"stopped: {e}"
         if main:
@@ -176,5 +215,6 @@ def evaluate(pipe, p: AlignPreset, n: int = 8, seed: int = 1234, adapter_on: boo
     x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
     x0 = sample_differentiable(model, chain, x_T, generator=gen).x0
     images = S.decode(pipe, x0)
-    return {spec.reward: float(np.mean(get_reward(spec.reward)(images, prompts).cpu().numpy()))
+    from cda_lite.sd.config import resolve_reward, reward_name
+    return {reward_name(spec.reward): float(np.mean(resolve_reward(spec.reward)(images, prompts).cpu().numpy()))
             for spec in p.constraints}
