@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cda_lite import checkpoint as ckpt
+from cda_lite._checks import check_count, check_number
 from cda_lite.constraints import Constraint, DualAscent, lagrangian
 from cda_lite.differentiable import sample_differentiable
 from cda_lite.models import ResidualEps
@@ -79,6 +80,21 @@ class AlignState:
     lam: np.ndarray
 
 
+def check_config(config: AlignConfig) -> None:
+    """Counts ≥ 1 and finite rates, named (``config.steps: must be ≥ 1, got -3``) before any work."""
+    for name in ("steps", "batch_size", "grad_accum", "dual_every", "sample_steps"):
+        check_count(getattr(config, name), f"config.{name}")
+    check_count(config.checkpoint_every, "config.checkpoint_every", minimum=0)
+    for name in ("lr", "dual_lr"):
+        check_number(getattr(config, name), f"config.{name}", positive=True)
+    for name in ("kl_weight", "kappa_p", "nu", "polish"):
+        check_number(getattr(config, name), f"config.{name}", nonnegative=True)
+    if config.grad_clip is not None:
+        check_number(config.grad_clip, "config.grad_clip", nonnegative=True)
+    if config.grad_steps is not None:
+        check_count(config.grad_steps, "config.grad_steps")
+
+
 class PrimalDualTrainer:
     """Algorithm 1 over any differentiable sampler.
 
@@ -95,8 +111,7 @@ class PrimalDualTrainer:
             raise ValueError("parameters: nothing to train (no parameter requires grad)")
         self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
         self.modules = modules or {}
-        if int(config.grad_accum) < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {config.grad_accum}")
+        check_config(config)
         if config.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {config.optimizer!r}")
         self.opt = (torch.optim.Adam(self.params, lr=config.lr) if config.optimizer == "adam"
