@@ -2,8 +2,8 @@
 
 - :func:`atomic_save` / :func:`atomic_write_json`: write to a temporary file in the same folder, then
   ``os.replace`` — a crash mid-write never leaves a half-written file where the last good one was.
-- :func:`save_checkpoint`: one file = a JSON header line (format, SHA-256 and length of the payload,
-  the run's resolved configuration) followed by the ``torch.save`` payload. The last ``keep`` files are
+- :func:`save_checkpoint`: one file = a JSON header line (the run's step and resolved configuration, the
+  payload's length, a SHA-256 over configuration and payload) followed by the ``torch.save`` payload. The last ``keep`` files are
   kept (``run.pt`` newest, then ``run.1.pt`` ...). Non-finite tensors are refused
   (:class:`NonFiniteError`): a NaN never becomes the "last good" checkpoint.
 - :func:`load_checkpoint`: verifies the checksum; a corrupt or truncated file is named in one line and
@@ -152,8 +152,8 @@ def save_checkpoint(state: dict, path: str, config: dict | None = None, keep: in
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    header = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),
-              "step": state.get("step"), "config": config}
+    meta = {"step": state.get("step"), "config": _plain(config)}
+    header = {"sha256": _digest(meta, payload), "bytes": len(payload), **meta}
     head = json.dumps(header, default=str, sort_keys=True).encode() + b"\n"
 
     def write(f):
@@ -194,8 +194,16 @@ def _rotate(path: str, keep: int) -> None:
             os.replace(path, previous(path, 1))
 
 
+def _digest(meta: dict, payload: bytes) -> str:
+    """SHA-256 over the header's step and configuration (canonical JSON) and the payload."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+    h.update(payload)
+    return h.hexdigest()
+
+
 def _read(path: str, payload: bool = True):
-    """(header, state or None) of one file; raises CorruptCheckpointError naming it."""
+    """(header, state) of one file (state None without ``payload``: checksum verified, nothing unpickled);
+    raises CorruptCheckpointError naming the file."""
     try:
         with open(path, "rb") as f:
             magic = f.read(len(MAGIC))
@@ -215,15 +223,15 @@ def _read(path: str, payload: bool = True):
                 n, digest = int(header["bytes"]), str(header["sha256"])
             except (ValueError, KeyError, TypeError):
                 raise CorruptCheckpointError(f"checkpoint {path} is corrupt (unreadable header)", path) from None
-            if not payload:
-                return header, None
             data = f.read()
     except IsADirectoryError:
         raise CorruptCheckpointError(f"checkpoint {path} is a folder, not a file", path) from None
     if len(data) != n:
         raise CorruptCheckpointError(f"checkpoint {path} is truncated ({len(data)} of {n} bytes)", path)
-    if hashlib.sha256(data).hexdigest() != digest:
+    if _digest({"step": header.get("step"), "config": header.get("config")}, data) != digest:
         raise CorruptCheckpointError(f"checkpoint {path} is corrupt (checksum mismatch)", path)
+    if not payload:  # verified, not unpickled
+        return header, None
     return header, torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
@@ -249,7 +257,8 @@ def load_checkpoint(path: str, fallback: bool = True) -> tuple[dict, dict, str]:
 
 
 def read_config(path: str) -> dict | None:
-    """The configuration stored with the newest readable checkpoint at ``path`` (header only: cheap)."""
+    """The configuration stored with the newest intact checkpoint at ``path`` (checksum verified; the state
+    is not unpickled)."""
     for p in candidates(path):
         try:
             return _read(p, payload=False)[0].get("config")

@@ -241,7 +241,8 @@ def dual_function(gm: GaussianMixture, rewards, thresholds, lam) -> float:
     """D(λ) = λᵀb − log Z(λ): concave, with gradient b − E_{q_λ}[r]."""
     rewards = _check_rewards(rewards)
     b = _levels(thresholds, len(rewards))
-    return float(np.dot(lam, b) - log_partition(gm, rewards, lam))
+    log_z = log_partition(gm, rewards, lam)  # checks λ
+    return float(np.dot(np.asarray(lam, dtype=float), b) - log_z)
 
 
 # --------------------------------------------------------------------------- UR-A
