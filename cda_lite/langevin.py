@@ -97,7 +97,6 @@ def mean_curvature(score: Callable, x: torch.Tensor, t: int, n_probe: int = 512,
     return kappa
 
 
-@torch.no_grad()
 class LangevinDivergenceError(FloatingPointError):
     """Annealed Langevin blew up (a step size too large for the score's curvature)."""
 
@@ -108,6 +107,7 @@ def _diverged(t, h, step, step_scale):
         f"use a smaller step (step={step!r}, step_scale={step_scale:g})")
 
 
+@torch.no_grad()
 def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_per_level: int = 10,
                       step="curvature", step_scale: float = 0.05, seed: int | None = 0,
                       final_steps: int | None = None, return_levels: bool = False, dtype=torch.float32):
