@@ -256,15 +256,25 @@ def load_checkpoint(path: str, fallback: bool = True) -> tuple[dict, dict, str]:
                                  found[0])
 
 
-def read_config(path: str) -> dict | None:
-    """The configuration stored with the newest intact checkpoint at ``path`` (checksum verified; the state
-    is not unpickled)."""
+def read_header(path: str) -> dict | None:
+    """The header (step, configuration; ``legacy`` for files without one) of the newest intact checkpoint
+    at ``path``, checksum verified without unpickling the state; None when there is none, and
+    :class:`CorruptCheckpointError` when every file there is corrupt."""
+    errors = []
     for p in candidates(path):
         try:
-            return _read(p, payload=False)[0].get("config")
-        except CorruptCheckpointError:
-            continue
+            return _read(p, payload=False)[0]
+        except CorruptCheckpointError as e:
+            errors.append(str(e))
+    if errors:
+        raise CorruptCheckpointError("; ".join(errors), path)
     return None
+
+
+def read_config(path: str) -> dict | None:
+    """The configuration stored with the newest intact checkpoint at ``path`` (see :func:`read_header`)."""
+    header = read_header(path)
+    return None if header is None else header.get("config")
 
 
 def load(path: str):

@@ -157,3 +157,15 @@ def test_counts_and_numbers_parse():
             _cli.finite_float(bad)
     with pytest.raises(Exception):
         _cli.positive_float("0")
+
+
+def test_sd_corrupt_checkpoint_is_one_line_before_the_pipeline(files, no_work, capsys):
+    pytest.importorskip("diffusers")
+    import os
+    out = os.path.join(files["tmp"], "run")
+    os.makedirs(out)
+    with open(os.path.join(out, "checkpoint.pt"), "wb") as f:
+        f.write(C.MAGIC + b'{"bytes": 10, "sha256": "00", "step": 1, "config": null}\n' + b"0123")
+    assert _sd(["train", "--preset", "fig3", "--tiny", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint.pt is truncated" in err, err

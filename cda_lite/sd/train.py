@@ -132,9 +132,9 @@ def check_resume(out: str, p: AlignPreset, model_id: str | None = None, force: b
     """Before any pipeline is built: refuse to resume ``out/checkpoint.pt`` under another preset, seed,
     baseline, constraints or model (:class:`~cda_lite.checkpoint.ConfigMismatchError`) unless ``force``."""
     path = os.path.join(out, "checkpoint.pt")
-    saved = C.read_config(path)
-    if saved is not None:
-        saved = {k: saved.get(k) for k in ("preset", "model")}
+    header = C.read_header(path)  # every file corrupt: CorruptCheckpointError, one line
+    if header is not None and not header.get("legacy"):
+        saved = {k: (header.get("config") or {}).get(k) for k in ("preset", "model")}
         C.check_resume_config(saved, run_identity(p, model_id), path,
                               ignore=RESUME_IGNORES + PrimalDualTrainer.RESUME_IGNORES, force=force)
 
