@@ -43,6 +43,12 @@ class InfeasibleConstraintError(ValueError):
 
 
 # --------------------------------------------------------------------------- rewards
+def _check_reward_input(x, dim: int) -> None:
+    shape = tuple(np.shape(x))
+    if not shape or shape[-1] != dim:
+        raise InputError(f"x: a reward on {dim}-D points needs shape (n, {dim}), got shape {shape}")
+
+
 class LinearReward:
     """r(x) = wᵀx (unbounded above: any level is reachable on its own)."""
 
@@ -58,6 +64,7 @@ class LinearReward:
         return len(self.w)
 
     def __call__(self, x):
+        _check_reward_input(x, self.dim)
         if isinstance(x, torch.Tensor):
             return x @ torch.as_tensor(self.w, dtype=x.dtype, device=x.device)
         return np.asarray(x, dtype=float) @ self.w
@@ -100,6 +107,7 @@ class QuadraticReward:
         return len(self.c)
 
     def __call__(self, x):
+        _check_reward_input(x, self.dim)
         if isinstance(x, torch.Tensor):
             A = torch.as_tensor(self.A, dtype=x.dtype, device=x.device)
             d = x - torch.as_tensor(self.c, dtype=x.dtype, device=x.device)

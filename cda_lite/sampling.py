@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cda_lite._checks import InputError, check_finite
+from cda_lite._checks import InputError, check_count, check_finite
 from cda_lite.schedules import Schedule, timesteps
 
 
 def batch_shape(n: int, dim) -> tuple:
     """(n, dim) for vector data (``dim`` an int) or ``(n, *dim)`` for any per-sample shape, e.g. (1, 8, 8)
     digit images: the samplers, DAS, the blends and Algorithm 3 draw x_T with this shape."""
+    n = check_count(n, "n")
     if isinstance(dim, (int, np.integer)):
         if dim < 1:
             raise ValueError(f"dim: expected a positive size or a shape tuple, got {dim}")

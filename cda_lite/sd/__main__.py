@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         pipe, device = _pipe(args)
         if world_size() > 1:  # launched by `accelerate launch` / torchrun with several processes
             from cda_lite.sd.distributed import run_distributed
-            s = run_distributed(pipe, p, args.out, resume=not args.fresh, progress=True, device=device)
+            s = run_distributed(pipe, p, args.out, resume=not args.fresh, progress=True, device=device,
+                                force_resume=args.force_resume, model_id=_model_id(args))
         else:
             from cda_lite.sd.train import run
             s = run(pipe, p, args.out, resume=not args.fresh, progress=True, device=device,

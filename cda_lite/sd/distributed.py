@@ -123,9 +123,10 @@ def setup(trainer, rank: int, world: int, seed: int) -> dict:
 
 
 def run_distributed(pipe, preset, out: str, resume: bool = True, progress: bool = True, device=None,
-                    max_steps: int | None = None) -> dict:
+                    max_steps: int | None = None, **run_kwargs) -> dict:
     """:func:`cda_lite.sd.train.run` in every process of the launch, synchronised by :func:`setup`;
-    process 0 writes ``out``. The summary gains ``world_size`` and (every process) ``sync``."""
+    process 0 writes ``out``. The summary gains ``world_size`` and (every process) ``sync``.
+    ``run_kwargs`` go to ``run`` (``force_resume``, ``model_id``)."""
     import torch.distributed as dist
 
     from cda_lite.sd.train import run
@@ -138,7 +139,7 @@ def run_distributed(pipe, preset, out: str, resume: bool = True, progress: bool 
 
     try:
         summary = run(pipe, preset, out, resume=resume, progress=progress and rank == 0, device=device,
-                      max_steps=max_steps, setup=_setup, main=rank == 0)
+                      max_steps=max_steps, setup=_setup, main=rank == 0, **run_kwargs)
     finally:
         dist.barrier()
     summary.update(world_size=world, rank=rank, sync=pieces)
