@@ -160,13 +160,14 @@ def reward_from_dict(d: dict, name: str = "reward"):
 REWARD_API = ("quadratic_form", "expectation", "sup", "dim")
 
 
-def _check_rewards(rewards) -> list:
-    """The exact computations need reward objects with a closed form (LinearReward, QuadraticReward)."""
+def _check_rewards(rewards, needs=REWARD_API) -> list:
+    """The exact computations need reward objects with a closed form (LinearReward, QuadraticReward):
+    ``needs`` the attributes the caller uses."""
     rewards = list(rewards)
     if not rewards:
         raise InputError("rewards: need at least one reward")
     for i, r in enumerate(rewards):
-        check_callable_reward(r, f"rewards[{i}]", REWARD_API)
+        check_callable_reward(r, f"rewards[{i}]", needs)
     return rewards
 
 
@@ -184,7 +185,7 @@ def _levels(thresholds, m: int) -> np.ndarray:
 
 
 def _combined_form(rewards, lam, dim):
-    rewards = _check_rewards(rewards)
+    rewards = _check_rewards(rewards, ("quadratic_form", "dim"))
     lam = as_float_array(lam, "lam", ndim=1)
     if len(lam) != len(rewards):
         raise ValueError(f"lam: expected {len(rewards)} multipliers (one per reward), got {len(lam)}")
@@ -234,7 +235,7 @@ def log_partition(gm: GaussianMixture, rewards, lam) -> float:
 
 def expected_rewards(gm: GaussianMixture, rewards) -> np.ndarray:
     """[E_gm r_i] in closed form."""
-    rewards = _check_rewards(rewards)
+    rewards = _check_rewards(rewards, ("expectation",))
     return np.array([r.expectation(gm) for r in rewards])
 
 
@@ -247,7 +248,7 @@ def kl_tilt(gm: GaussianMixture, rewards, lam) -> float:
 
 def dual_function(gm: GaussianMixture, rewards, thresholds, lam) -> float:
     """D(λ) = λᵀb − log Z(λ): concave, with gradient b − E_{q_λ}[r]."""
-    rewards = _check_rewards(rewards)
+    rewards = _check_rewards(rewards, ("quadratic_form", "dim"))
     b = _levels(thresholds, len(rewards))
     log_z = log_partition(gm, rewards, lam)  # checks λ
     return float(np.dot(np.asarray(lam, dtype=float), b) - log_z)
