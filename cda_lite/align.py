@@ -291,6 +291,7 @@ def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedul
     With ``correction`` (a small ε-network) the trainable model is ``ResidualEps(reference,
     correction)`` — the pretrained network plus a zero-initialised correction, the 2-D analogue of a
     LoRA adapter; without it every weight of a copy of ``pretrained`` is trained."""
+    check_config(config)
     ref = copy.deepcopy(pretrained).eval()
     for p in ref.parameters():
         p.requires_grad_(False)

@@ -234,3 +234,11 @@ def test_sd_nan_gradient_stops_with_the_last_finite_checkpoint(tmp_path):
     T.check_resume(out, replace(p, steps=10))  # a longer run of the same configuration is fine
     with pytest.raises(C.ConfigMismatchError, match="preset.seed"):  # ... and by the run itself
         T.run(tiny_pipeline(), replace(p, seed=1), out, progress=False)
+
+
+@pytest.mark.parametrize("field,value", [("steps", -3), ("steps", 0), ("batch_size", 0), ("sample_steps", -1),
+                                         ("lr", float("nan")), ("dual_lr", float("inf")), ("dual_lr", 0.0),
+                                         ("kl_weight", -1.0), ("grad_accum", 0)])
+def test_bad_trainer_settings_are_refused_before_any_step(field, value):
+    with pytest.raises(ValueError, match=f"config.{field}"):
+        two_d(config=replace(TINY, **{field: value}))
