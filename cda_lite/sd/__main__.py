@@ -11,6 +11,11 @@ Several processes: ``accelerate launch --num_processes N [--cpu] -m cda_lite.sd 
 A training run writes DIR/config.yaml (the resolved configuration), log.jsonl/log.csv, TensorBoard
 events (DIR/tensorboard), validation grids (DIR/samples), checkpoint.pt and the LoRA (DIR/lora, loadable
 by diffusers' ``load_lora_weights`` and peft's ``PeftModel.from_pretrained``).
+
+``train`` resumes ``DIR/checkpoint.pt`` when it exists, and refuses one written under another preset,
+seed, baseline, constraints or model (``--fresh`` starts afresh, ``--force-resume`` continues anyway).
+User errors (unknown preset or reward, a missing folder, an unwritable ``--out``, missing weights) are
+one line on stderr and exit status 2, before any pipeline is built; ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import json
 import os
 import sys
 from dataclasses import replace
+
+from cda_lite._cli import Parser, UserError, count, entry_point, existing_dir, writable_dir
 
 
 def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None):
@@ -45,8 +52,7 @@ def _parser():
     train_names = [n for n, k in kinds.items() if k == "AlignPreset"]
     compose_names = [n for n, k in kinds.items() if k == "ComposePreset"]
     sample_names = [n for n, k in kinds.items() if k == "InferencePreset"]
-    ap = argparse.ArgumentParser(prog="python -m cda_lite.sd", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m cda_lite.sd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, choices in (("train", train_names), ("compose", compose_names), ("sample", sample_names)):
         s = sub.add_parser(name, help=f"presets: {', '.join(choices)}")
@@ -59,7 +65,7 @@ def _parser():
         s.add_argument("--model-config", default=None,
                        help="with a single-file --model-path: diffusers folder or hub id holding the component configs")
         s.add_argument("--seed", type=int, default=None)
-        s.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+        s.add_argument("--steps", type=count, default=None, help="override the preset's step count (≥ 1)")
     t = sub.choices["train"]
     t.add_argument("--config", default=None, help="YAML or JSON file: `preset: NAME` and/or any field (see config.yaml "
                                                   "of a run)")
@@ -70,9 +76,12 @@ def _parser():
     t.add_argument("--prompts", default=None, help="file of prompts, one per line (training and evaluation)")
     t.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
     t.add_argument("--validate-every", type=int, default=None, help="steps between validation grids (0: at the end)")
-    t.add_argument("--no-resume", action="store_true")
-    sub.choices["compose"].add_argument("--adapters", nargs="*", default=None)
-    sub.choices["sample"].add_argument("--adapters", nargs="*", default=None)
+    t.add_argument("--fresh", "--no-resume", dest="fresh", action="store_true",
+                   help="start afresh, ignoring (and then replacing) a checkpoint in --out")
+    t.add_argument("--force-resume", action="store_true",
+                   help="resume a checkpoint even if it was written under another configuration")
+    sub.choices["compose"].add_argument("--adapters", nargs="*", default=None, type=existing_dir)
+    sub.choices["sample"].add_argument("--adapters", nargs="*", default=None, type=existing_dir)
     pl = sub.add_parser("plot", help="training curves of a run folder to PNG")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
@@ -80,10 +89,20 @@ def _parser():
     return ap
 
 
+def _model_id(cfg) -> str:
+    """What identifies the base model of a run (recorded in its checkpoints, compared on resume)."""
+    from cda_lite.sd.load import DEFAULT_MODEL, ENV_PATH
+    if cfg.tiny:
+        return "tiny"
+    path = cfg.model_path or os.environ.get(ENV_PATH)
+    return os.path.abspath(path) if path and os.path.exists(path) else (path or DEFAULT_MODEL)
+
+
 def _train(args) -> dict:
     from cda_lite.sd import presets as P
     from cda_lite.sd.config import load_config
     from cda_lite.sd.distributed import make_accelerator, run_accelerated
+    from cda_lite.sd.train import check_resume
 
     flags = {"steps": args.steps, "seed": args.seed, "model_path": args.model_path, "prompts": args.prompts,
              "model_config": args.model_config,
@@ -91,18 +110,23 @@ def _train(args) -> dict:
     flags = {k: v for k, v in flags.items() if v is not None}
     if args.baseline:
         flags["fixed_weights"] = True
-    if args.no_resume:
+    if args.fresh:
         flags["resume"] = False
     if args.reward:
         flags["constraints[0].reward"] = args.reward
     if args.config is None and args.preset is None:
         raise ValueError("train: give --preset NAME or --config FILE")
     cfg = load_config(args.config, preset=args.preset, tiny=args.tiny, flags=flags, overrides=args.sets)
+    writable_dir(args.out)
+    model_id = _model_id(cfg)
+    if cfg.resume:  # refuse another configuration before anything is built
+        check_resume(args.out, cfg, model_id, force=args.force_resume)
     acc = make_accelerator(args.out, cfg.mixed_precision, cfg.tensorboard)
     if acc.is_main_process:
         print(P.describe(cfg))
     pipe, _ = _load_pipe(cfg.tiny, cfg.model_path, cfg.seed, device=acc.device, model_config=cfg.model_config)
-    s = run_accelerated(pipe, cfg, args.out, acc=acc, resume=cfg.resume, progress=True)
+    s = run_accelerated(pipe, cfg, args.out, acc=acc, resume=cfg.resume, progress=True,
+                        force_resume=args.force_resume, model_id=model_id)
     s.pop("trainer")
     s.pop("sync", None)
     return s if acc.is_main_process else {}
@@ -115,6 +139,7 @@ def _plot(args) -> dict:
     return {"plot": path}
 
 
+@entry_point("python -m cda_lite.sd")
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from cda_lite.sd import presets as P
@@ -129,9 +154,8 @@ def main(argv=None) -> int:
             s = _plot(args)
         else:
             s = _compose_or_sample(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"python -m cda_lite.sd {args.cmd}: error: {e}".splitlines()[0], file=sys.stderr)
-        return 2
+    except TypeError as e:  # a reward or prompt of the wrong kind (ValueError/OSError: entry_point, exit 2)
+        raise UserError(str(e)) from e
     if s:
         print(json.dumps(s, indent=1, default=str))
     return 0
@@ -143,6 +167,7 @@ def _compose_or_sample(args) -> dict:
 
     tiny = bool(args.tiny)
     seed = 0 if args.seed is None else args.seed
+    writable_dir(args.out)
     p = replace(P.get_preset(args.preset, tiny=tiny), seed=seed)
     if args.cmd == "sample":
         if args.steps:

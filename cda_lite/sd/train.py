@@ -19,6 +19,7 @@ import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from cda_lite.align import AlignConfig, PrimalDualTrainer
+from cda_lite import checkpoint as C
 from cda_lite.checkpoint import atomic_write_json
 from cda_lite.constraints import Constraint
 from cda_lite.differentiable import sample_differentiable
@@ -150,11 +151,37 @@ def _write_logs(trainer, names, out):
     os.replace(tmp, os.path.join(out, "log.csv"))
 
 
+# preset fields that do not change the trajectory (steps may grow; evaluation and notes)
+# Fields that do not change the trained model: evaluation, logging and run control (a resumed run may
+# change them), besides the trainer's own (steps, checkpoint interval: cda_lite.align).
+RESUME_IGNORES = ("eval_prompts", "published", "resume", "validate_every", "validation_prompts", "validation_seeds",
+                  "tensorboard", "eval_prompts_file")
+
+
+def run_identity(p: AlignPreset, model_id: str | None = None) -> dict:
+    """What a checkpoint of this run records about its preset and model (compared on resume)."""
+    from dataclasses import asdict
+    return {"preset": asdict(p), "model": model_id}
+
+
+def check_resume(out: str, p: AlignPreset, model_id: str | None = None, force: bool = False) -> None:
+    """Before any pipeline is built: refuse to resume ``out/checkpoint.pt`` under another preset, seed,
+    baseline, constraints or model (:class:`~cda_lite.checkpoint.ConfigMismatchError`) unless ``force``."""
+    path = os.path.join(out, "checkpoint.pt")
+    header = C.read_header(path)  # every file corrupt: CorruptCheckpointError, one line
+    if header is not None and not header.get("legacy"):
+        saved = {k: (header.get("config") or {}).get(k) for k in ("preset", "model")}
+        C.check_resume_config(saved, run_identity(p, model_id), path,
+                              ignore=RESUME_IGNORES + PrimalDualTrainer.RESUME_IGNORES, force=force)
+
+
 def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = True, device=None,
-        max_steps: int | None = None, setup=None, main: bool = True, on_step=None) -> dict:
+        max_steps: int | None = None, setup=None, main: bool = True, on_step=None, force_resume: bool = False,
+        model_id: str | None = None) -> dict:
     """Train, logging every step (log.jsonl, log.csv), checkpointing every ``p.checkpoint_every`` steps
-    (checkpoint.pt + lora/), resuming from ``out/checkpoint.pt`` when ``resume``. A non-finite loss
-    stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json).
+    (checkpoint.pt + lora/, the last two kept), resuming from ``out/checkpoint.pt`` when ``resume`` — refused
+    under another preset/seed/baseline/model unless ``force_resume``. A non-finite loss or gradient stops
+    the run before the step (nothing non-finite is saved) with the last finite checkpoint's path. Returns the summary (also summary.json).
 
     ``setup(trainer)`` runs right after the trainer is built (the multi-process run of
     :mod:`cda_lite.sd.distributed` installs its synchronisation there); ``on_step(trainer)`` after every
@@ -167,9 +194,11 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     trainer, eps, ref, chain, ctx = build(pipe, p, device)
     if setup is not None:
         setup(trainer)
+    trainer.extra_config = run_identity(p, model_id)
+    trainer.RESUME_IGNORES = PrimalDualTrainer.RESUME_IGNORES + RESUME_IGNORES
     ckpt = os.path.join(out, "checkpoint.pt")
-    if resume and os.path.exists(ckpt):
-        trainer.resume(ckpt)
+    if resume and C.exists(ckpt):
+        trainer.resume(ckpt, force=force_resume)
     names = [c.name for c in trainer.constraints]
     status = "done"
     t0 = time.time()
@@ -187,7 +216,8 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     except FloatingPointError as e:
         status = f"stopped: {e}"
         if main:
-            atomic_write_json({"status": status, "step": trainer.step}, os.path.join(out, "summary.json"))
+            atomic_write_json({"status": status, "step": trainer.step, "last_checkpoint": trainer.last_checkpoint},
+                              os.path.join(out, "summary.json"))
         raise
     if main:
         trainer.save(ckpt)
