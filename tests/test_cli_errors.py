@@ -41,7 +41,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(R, "compare", boom)
     try:
         import cda_lite.sd.__main__ as SDM
-        monkeypatch.setattr(SDM, "_pipe", boom)
+        monkeypatch.setattr(SDM, "_load_pipe", boom)
     except ImportError:
         pass
 
@@ -86,13 +86,13 @@ CASES = {
     "bench unknown subcommand": (_bench, ["align3d"], "invalid choice"),
     "images zero threads": (_bench, ["images", "--threads", "0"], "--threads"),
     "sd negative steps": (_sd, ["train", "--preset", "fig3", "--tiny", "--out", "{tmp}/o", "--steps", "-3"], "--steps"),
-    "sd unknown preset": (_sd, ["train", "--preset", "fig33", "--tiny", "--out", "{tmp}/o"], "unknown preset"),
+    "sd unknown preset": (_sd, ["train", "--preset", "fig33", "--tiny", "--out", "{tmp}/o"], "invalid choice: 'fig33'"),
     "sd unknown reward": (_sd, ["train", "--preset", "table2", "--tiny", "--reward", "beauty", "--out", "{tmp}/o"],
                           "unknown reward"),
     "sd train given a composition preset": (_sd, ["train", "--preset", "fig5", "--tiny", "--out", "{tmp}/o"],
-                                            "not an alignment preset"),
+                                            "invalid choice: 'fig5'"),
     "sd compose given an alignment preset": (_sd, ["compose", "--preset", "fig3", "--tiny", "--out", "{tmp}/o"],
-                                             "not a composition preset"),
+                                             "invalid choice: 'fig3'"),
     "sd unwritable out": (_sd, ["train", "--preset", "fig3", "--tiny", "--out", "{unwritable}"], "--out"),
     "sd missing adapter folder": (_sd, ["compose", "--preset", "fig5", "--tiny", "--adapters", "{tmp}/none",
                                         "--out", "{tmp}/o"], "no such folder"),

@@ -89,6 +89,13 @@ def _parser():
     return ap
 
 
+def _check_weights(tiny: bool, model_path) -> None:
+    """A local model path that does not exist: MissingWeightsError (one line, exit 2) before anything is built."""
+    from cda_lite.sd.load import ENV_PATH, resolve
+    if not tiny and (model_path or os.environ.get(ENV_PATH)):
+        resolve(model_path)
+
+
 def _model_id(cfg) -> str:
     """What identifies the base model of a run (recorded in its checkpoints, compared on resume)."""
     from cda_lite.sd.load import DEFAULT_MODEL, ENV_PATH
@@ -118,6 +125,7 @@ def _train(args) -> dict:
         raise ValueError("train: give --preset NAME or --config FILE")
     cfg = load_config(args.config, preset=args.preset, tiny=args.tiny, flags=flags, overrides=args.sets)
     writable_dir(args.out)
+    _check_weights(cfg.tiny, cfg.model_path)
     model_id = _model_id(cfg)
     if cfg.resume:  # refuse another configuration before anything is built
         check_resume(args.out, cfg, model_id, force=args.force_resume)
@@ -168,6 +176,7 @@ def _compose_or_sample(args) -> dict:
     tiny = bool(args.tiny)
     seed = 0 if args.seed is None else args.seed
     writable_dir(args.out)
+    _check_weights(tiny, args.model_path)
     p = replace(P.get_preset(args.preset, tiny=tiny), seed=seed)
     if args.cmd == "sample":
         if args.steps:

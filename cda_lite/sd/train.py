@@ -160,8 +160,9 @@ RESUME_IGNORES = ("eval_prompts", "published", "resume", "validate_every", "vali
 
 def run_identity(p: AlignPreset, model_id: str | None = None) -> dict:
     """What a checkpoint of this run records about its preset and model (compared on resume)."""
-    from dataclasses import asdict
-    return {"preset": asdict(p), "model": model_id}
+    from dataclasses import asdict, fields
+    # the preset's own fields: a TrainConfig (cda_lite.sd.config) adds run control that does not change the model
+    return {"preset": {f.name: asdict(p)[f.name] for f in fields(AlignPreset)}, "model": model_id}
 
 
 def check_resume(out: str, p: AlignPreset, model_id: str | None = None, force: bool = False) -> None:
