@@ -60,7 +60,8 @@ class PromptExperts:
         g = self.guidance if guidance is None else float(guidance)
         n, m = x.shape[0], len(self.names)
         emb = torch.cat([self.uncond.expand(n, -1, -1)] + [c[None].expand(n, -1, -1) for c in self.cond])
-        t_ = torch.as_tensor(t).expand((m + 1) * n) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).repeat(m + 1)
+        t_ = torch.as_tensor(t, device=x.device)  # diffusers moves only 0-d timesteps to the sample's device
+        t_ = t_.expand((m + 1) * n) if t_.ndim == 0 else t_.repeat(m + 1)
         out = self.pipe.unet(x.repeat(m + 1, 1, 1, 1), t_, encoder_hidden_states=emb).sample.view(m + 1, n, *x.shape[1:])
         return out[:1] + g * (out[1:] - out[:1])
 

@@ -112,6 +112,9 @@ class LatentReward:
     """r(decode(z), prompt of the row) on flat latents, in chunks (checkpointed under autograd)."""
 
     def __init__(self, pipe, reward, prompts_per_row: list[str], shape, chunk: int | None = None):
+        from cda_lite.sd.rewards import follow
+
+        reward = follow(reward, next(pipe.vae.parameters()).device)  # score where the images are decoded
         self.pipe, self.reward, self.prompts, self.shape, self.chunk = pipe, reward, list(prompts_per_row), tuple(shape), chunk
 
     def images(self, z_flat: torch.Tensor) -> torch.Tensor:

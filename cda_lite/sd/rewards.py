@@ -73,6 +73,9 @@ class WeightFree:
     def __call__(self, images, prompts=None):
         return self.fn(images)
 
+    def to(self, device):  # no weights: computed wherever the images are
+        return self
+
 
 class _Lazy:
     """Base of the weight-based rewards: resolves where the weights are, loads them on first call
@@ -116,6 +119,19 @@ class _Lazy:
 
     def _place(self, module):
         return module.to(self.device) if self.device is not None else module
+
+    def _modules(self) -> list:
+        """The loaded networks (the Aesthetic head adds its CLIP)."""
+        return [m for m in (self._model, getattr(self, "clip", None)) if isinstance(m, torch.nn.Module)]
+
+    def to(self, device):
+        """Follow the pipeline's device: the networks move now if loaded, else when they load
+        (as ``nn.Module.to``; returns self). Training, DAS, evaluation and the concept metrics call it."""
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None:
+            for m in self._modules():
+                m.to(self.device)
+        return self
 
     @property
     def model_device(self):
@@ -419,16 +435,25 @@ class TinyCLIPReward(torch.nn.Module):
         if prompts is None or len(prompts) != images.shape[0]:
             raise ValueError("tiny_clip reward: needs one prompt per image")
         m = self.model
-        img = _features(m.get_image_features(pixel_values=clip_preprocess(images, self.image_size)))
+        dev = next(m.parameters()).device
+        img = _features(m.get_image_features(pixel_values=clip_preprocess(images, self.image_size).to(dev)))
         tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        txt = _features(m.get_text_features(input_ids=tok.input_ids))
-        return 100.0 * F.cosine_similarity(img, txt, dim=-1)
+        txt = _features(m.get_text_features(input_ids=tok.input_ids.to(dev)))
+        return (100.0 * F.cosine_similarity(img, txt, dim=-1)).to(images.device)
 
 
 WEIGHTED = {"aesthetic": Aesthetic, "hps": HPS, "pickscore": PickScore, "imagereward": ImageReward,
             "mps": MPS, "clip": CLIPScore, "tiny_clip": TinyCLIPReward}
 TINY = ("tiny_aesthetic", "tiny_hps", "tiny_pickscore", "tiny_imagereward", "tiny_mps", "tiny_clip_score")
+
+
+def follow(reward, device):
+    """Move ``reward``'s networks to ``device`` (the pipeline's): every reward here has ``.to``; a plain
+    callable is returned as is. ``device=None`` leaves it where it is."""
+    if device is not None and hasattr(reward, "to"):
+        reward.to(device)
+    return reward
 
 
 def known() -> list[str]:

@@ -25,7 +25,8 @@ from cda_lite.differentiable import sample_differentiable
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 from cda_lite.sd.presets import AlignPreset, derived
-from cda_lite.sd.rewards import get_reward, normalizer
+from cda_lite.sd.device import pipe_device
+from cda_lite.sd.rewards import follow, get_reward, normalizer
 
 
 class PromptContext:
@@ -37,9 +38,7 @@ class PromptContext:
 def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None) -> list[Constraint]:
     out = []
     for spec in preset.constraints:
-        r = get_reward(spec.reward)
-        if isinstance(r, torch.nn.Module) and device is not None:
-            r.to(device)
+        r = follow(get_reward(spec.reward), device)  # the reward's networks on the pipeline's device
 
         def value(images, r=r):
             return r(images, ctx.prompts)
@@ -65,6 +64,7 @@ def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
         raise ValueError(f"dual must be 'nupi' or 'ascent', got {p.dual!r}")
     if p.eta <= 0:
         raise ValueError("eta must be > 0: the path-wise KL needs a stochastic sampler")
+    device = pipe_device(pipe) if device is None else device
     params = L.add_lora(pipe.unet, p.lora_rank, name=adapter)
     eps = S.SDEps(pipe.unet, p.guidance)
     ref = S.AdapterOff(eps)
