@@ -5,7 +5,7 @@ weights) fails in CI although no GPU is there.
 
 Tensors put on the device (``.to(DEV)``, factories with ``device=DEV``, module parameters through
 :meth:`FakeDevice.place`) carry a tag; the tag propagates to every result of an operation with a
-tagged input; ``.device`` of a tagged tensor reads ``DEV`` (``meta``, a device the CPU build has) so
+tagged input; ``.device`` of a tagged tensor reads ``DEV`` (``privateuseone``, a device type no library special-cases; ``meta`` would be, e.g. by peft) so
 library code that asks a tensor or a module for its device gets the pretend one. What fails:
 
 - an operation with tagged inputs and an untagged input of ≥ 1 dimension (CUDA allows 0-d CPU
@@ -19,7 +19,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-DEV = torch.device("meta")
+DEV = torch.device("privateuseone")
 _TAG = "_cda_on_fake_device"
 _DEVICE_GET = torch._C.TensorBase.device
 _DATA = torch._C.TensorBase.data
@@ -74,6 +74,8 @@ class FakeDevice(TorchFunctionMode):
                 _tag(args[0])
             return out
         name = _name(func)
+        if name.endswith("_has_compatible_shallow_copy_type"):  # nn.Module.to's check: no computation
+            return func(*args, **kwargs)
         if name.endswith("numpy") and on_device(args[0]):
             raise DeviceMixError("numpy() of a tensor on the device (call .cpu() first)")
         # where the result should live
@@ -92,8 +94,9 @@ class FakeDevice(TorchFunctionMode):
             if gen is not None and gen.device.type == "cpu":
                 raise DeviceMixError(f"{name}: a CPU generator for a tensor on the device")
             if name.endswith(".to") or name == "to":
-                a = [x for x in args[1:] if not (isinstance(x, (str, torch.device)) and _is_dev(x))]
-                kw = {k: v for k, v in kwargs.items() if k != "device"}
+                cpu = torch.device("cpu")
+                a = [cpu if isinstance(x, (str, torch.device)) and _is_dev(x) else x for x in args[1:]]
+                kw = {k: (cpu if k == "device" else v) for k, v in kwargs.items()}
                 out = func(args[0], *a, **kw)
                 if out is args[0] and not on_device(args[0]):
                     out = out.clone()

@@ -99,13 +99,14 @@ def main(argv=None) -> int:
         from cda_lite.sd.compose import make_experts, run
         pipe, device = _pipe(args)
         res = run(pipe, make_experts(pipe, p, args.adapters, args.seed), p, progress=True, device=device)
-        s = {"preset": p.name, "experts": res.names, "lam": res.lam.tolist(), "history": res.history,
-             "published": p.published}
+        s = {"preset": p.name, "experts": res.extra["names"], "lam": res.lam.tolist(),
+             "kl_at_lam": res.extra["kls"].tolist(), "lam_history": res.lam_history.tolist(),
+             "kl_history": res.values_history.tolist(), "published": p.published}
         os.makedirs(args.out, exist_ok=True)
         atomic_write_json(s, os.path.join(args.out, "summary.json"))
-        if res.images is not None:
+        if res.extra["images"] is not None:
             import torch
-            torch.save(res.images, os.path.join(args.out, "images.pt"))
+            torch.save(res.extra["images"], os.path.join(args.out, "images.pt"))
     print(json.dumps(s, indent=1, default=str))
     return 0
 

@@ -67,6 +67,8 @@ class AlignPreset:
     grad_clip: float = 1.0
     checkpoint_every: int = 5  # optimiser steps between checkpoints (trainer state + LoRA)
     seed: int = 0
+    eval_images: int = 8  # images per evaluation (evaluate())
+    eval_seed: int = 1234  # seed of the evaluation's x_T and step noise
     published: str = ""  # what the paper reports for this experiment
     tiny: bool = False  # runs on the tiny random pipeline
 
@@ -97,6 +99,7 @@ class ComposePreset:
     height: int = 512
     width: int = 512
     seed: int = 0
+    reference_final_step: bool = True  # the chain's last (σ = 0) step by the base model, as in training
     published: str = ""
     tiny: bool = False
 
@@ -123,6 +126,7 @@ class InferencePreset:
     height: int = 512
     width: int = 512
     seed: int = 0
+    reference_final_step: bool = True  # blends: each adapter's last (σ = 0) step by the base model, as trained
     published: str = ""
     tiny: bool = False
 

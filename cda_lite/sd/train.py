@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from cda_lite.align import AlignConfig, PrimalDualTrainer
+from cda_lite.align import AlignConfig, AlignedEps, PrimalDualTrainer
 from cda_lite.checkpoint import atomic_write_json
 from cda_lite.constraints import Constraint
 from cda_lite.differentiable import sample_differentiable
@@ -164,17 +164,31 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     return summary
 
 
+def aligned_eps(eps, chain, reference_final_step: bool = True):
+    """The ε of the chain that training runs: the LoRA UNet on the stochastic steps and, with
+    ``reference_final_step``, the frozen base on the final σ = 0 step (:class:`cda_lite.align.AlignedEps`,
+    t ≤ the chain's last timestep). Evaluation samples this chain, so it reports the trained model."""
+    if not reference_final_step:
+        return eps
+    return AlignedEps(eps, S.AdapterOff(eps), int(chain.ts[-1]))
+
+
 @torch.no_grad()
-def evaluate(pipe, p: AlignPreset, n: int = 8, seed: int = 1234, adapter_on: bool = True, device=None) -> dict:
-    """Mean raw reward of each constraint over ``n`` images of the evaluation prompts (adapter on/off)."""
-    gen = torch.Generator().manual_seed(seed)
+def evaluate(pipe, p: AlignPreset, n: int | None = None, seed: int | None = None, adapter_on: bool = True,
+             device=None) -> dict:
+    """Mean raw reward of each constraint over ``n`` images of the evaluation prompts (default
+    ``p.eval_images``, seed ``p.eval_seed``), sampled by the trained chain (:func:`aligned_eps`) or, with
+    ``adapter_on=False``, the base model; the rewards run on the pipeline's device."""
+    n = p.eval_images if n is None else int(n)
+    gen = torch.Generator().manual_seed(p.eval_seed if seed is None else int(seed))
     eps = S.SDEps(pipe.unet, p.guidance)
     prompts = [p.eval_prompts[i % len(p.eval_prompts)] for i in range(n)]
     eps.set_prompts(pipe, prompts)
-    model = eps if adapter_on else S.AdapterOff(eps)
     chain = S.make_chain(pipe, p.sample_steps, p.eta)
+    model = aligned_eps(eps, chain, p.reference_final_step) if adapter_on else S.AdapterOff(eps)
+    device = pipe_device(pipe) if device is None else device
     x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
     x0 = sample_differentiable(model, chain, x_T, generator=gen).x0
     images = S.decode(pipe, x0)
-    return {spec.reward: float(np.mean(get_reward(spec.reward)(images, prompts).cpu().numpy()))
+    return {spec.reward: float(np.mean(follow(get_reward(spec.reward), device)(images, prompts).cpu().numpy()))
             for spec in p.constraints}
