@@ -15,6 +15,8 @@ library code that asks a tensor or a module for its device gets the pretend one.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
@@ -30,6 +32,21 @@ _INDEX = {torch._C.TensorBase.__getitem__, torch._C.TensorBase.__setitem__, torc
 
 class DeviceMixError(RuntimeError):
     pass
+
+
+class _DeviceModule:
+    """What ``torch.utils.checkpoint`` asks of a device's module (``torch.<type>``): RNG state, device context."""
+
+    device = staticmethod(lambda _id: contextlib.nullcontext())
+    get_rng_state = staticmethod(lambda *a: torch.get_rng_state())
+    set_rng_state = staticmethod(lambda state, *a: None)
+    is_available = staticmethod(lambda: True)
+    device_count = staticmethod(lambda: 1)
+    current_device = staticmethod(lambda: 0)
+
+
+if not hasattr(torch, DEV.type):
+    torch._register_device_module(DEV.type, _DeviceModule)
 
 
 def on_device(t) -> bool:
@@ -53,6 +70,16 @@ def _name(func) -> str:
 
 class FakeDevice(TorchFunctionMode):
     """``with FakeDevice() as fd: fd.place(pipe.unet) ...``: see the module docstring."""
+
+    def __enter__(self):
+        # no autocast on the pretend device (checkpoint.py asks before recomputing a segment)
+        self._amp = torch.amp.is_autocast_available
+        torch.amp.is_autocast_available = lambda t: False if t == DEV.type else self._amp(t)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.amp.is_autocast_available = self._amp
+        return super().__exit__(*exc)
 
     def place(self, *modules):
         for m in modules:

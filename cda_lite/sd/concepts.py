@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cda_lite.sd.rewards import _Lazy, _load_tokenizer, clip_preprocess
+from cda_lite.sd.rewards import _Lazy, _load_tokenizer, clip_preprocess, follow
 from cda_lite.sd.load import offline
 
 
@@ -109,6 +109,7 @@ def prompt_scores(scorer, images: torch.Tensor, prompts: list[str], batch: int |
     step = n if batch is None else int(batch)
     if step < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    follow(scorer, images.device)  # the scorer's networks where the images are
     cols = []
     for p in prompts:
         parts = [scorer(images[i:i + step], [p] * len(images[i:i + step])) for i in range(0, n, step)]
