@@ -88,7 +88,7 @@ class _Experts:
     def components(self, x, t, guidance=None) -> torch.Tensor:
         """(m, n, ...): every expert's ε at (x, t), x and t on the UNet's device."""
         g = self.guidance if guidance is None else float(guidance)
-        t_ = torch.as_tensor(t).cpu()  # diffusers moves only 0-d timesteps to the sample's device
+        t_ = torch.as_tensor(t, device=x.device)  # diffusers moves only 0-d timesteps to the sample's device
         return self._components(x, t_, g)
 
 

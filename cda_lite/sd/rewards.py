@@ -439,7 +439,7 @@ class TinyCLIPReward(torch.nn.Module):
         img = _features(m.get_image_features(pixel_values=clip_preprocess(images, self.image_size).to(dev)))
         tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        txt = _features(m.get_text_features(input_ids=tok.input_ids))
+        txt = _features(m.get_text_features(input_ids=tok.input_ids.to(dev)))
         return (100.0 * F.cosine_similarity(img, txt, dim=-1)).to(images.device)
 
 
