@@ -25,6 +25,18 @@ def _pipe(args):
     return load_sd15(args.model_path, device=device), device
 
 
+def _concepts_parser(sub):
+    """``concepts``: Tables 1/4's min-CLIP / min-BLIP over the preset's random prompt sets (sd/concepts.py)."""
+    c = sub.add_parser("concepts", help="Tables 1/4: min CLIP / min BLIP of combined prompt, equal, constrained")
+    c.add_argument("--preset", required=True, choices=["table1", "table4"])
+    c.add_argument("--tiny", action="store_true", help="tiny random pipeline and scorers on CPU")
+    c.add_argument("--sets", type=int, default=None, help="number of random prompt sets (default: the preset's 50)")
+    c.add_argument("--images", type=int, default=4, help="images per method and set")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--model-path", default=None, help="local SD folder (else the preset's model_id from the hub)")
+    c.add_argument("--out", required=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cda_lite.sd", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -43,7 +55,12 @@ def main(argv=None) -> int:
     sub.choices["compose"].add_argument("--adapters", nargs="*", default=None)
     sub.choices["sample"].add_argument("--adapters", nargs="*", default=None)
     sub.add_parser("presets")
+    _concepts_parser(sub)
     args = ap.parse_args(argv)
+    if args.cmd == "concepts":
+        from cda_lite.sd.concepts import cli
+        print(json.dumps(cli(args)["mean_min"], indent=1))
+        return 0
 
     from cda_lite.sd import presets as P
     if args.cmd == "presets":

@@ -42,7 +42,8 @@ def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None) -> li
 
         def value(images, r=r):
             return r(images, ctx.prompts)
-        out.append(Constraint(spec.reward, value, spec.level, spec.direction, normalizer(spec.reward)))
+        out.append(Constraint(spec.reward, value, spec.level, spec.direction,
+                              normalizer(spec.reward, getattr(preset, "reward_stats", None))))
     return out
 
 
@@ -51,7 +52,7 @@ def align_config(p: AlignPreset) -> AlignConfig:
     return AlignConfig(
         steps=p.steps, batch_size=p.micro_batch, grad_accum=p.grad_accum, lr=p.lr, optimizer="adamw",
         dual_lr=p.dual_lr, kappa_p=p.kappa_p if p.dual == "nupi" else 0.0, nu=p.nu if p.dual == "nupi" else 0.0,
-        dual_warmup=p.dual_warmup, lam_init=p.lam_init,
+        dual_warmup=p.dual_warmup, dual_every=p.dual_every, lam_init=p.lam_init,
         fixed_weights=[p.lam_init] * len(p.constraints) if p.fixed_weights else None,
         sample_steps=p.sample_steps, eta=p.eta, grad_steps=p.grad_steps, random_truncation=p.random_truncation,
         checkpointing=p.checkpointing, kl_weight=p.kl_weight, grad_clip=p.grad_clip, seed=p.seed,
