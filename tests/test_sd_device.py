@@ -101,3 +101,13 @@ def test_das_blends_and_concepts_on_the_device(device_pipe):
     images = torch.rand(2, 3, 16, 16).to(DEV)
     s = K.prompt_scores(TR.tiny_clip_score(), images, ["a cat", "a dog"])
     assert s.per_prompt.shape == (2, 2) and "clip" in scored
+
+
+def test_precision_policy():
+    import contextlib
+
+    from cda_lite.sd.device import precision, randn
+    assert isinstance(precision("cpu"), contextlib.nullcontext) and isinstance(precision(None), contextlib.nullcontext)
+    assert isinstance(precision("cuda", mixed=False), contextlib.nullcontext)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(randn((2, 3), g1), torch.randn((2, 3), generator=g2))  # the CPU stream, unchanged

@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 
 
-def _pipe(args):
+def _pipe(args, model_id=None):
     if args.tiny:
         from cda_lite.sd.tiny import tiny_pipeline
         return tiny_pipeline(args.seed), None
@@ -22,7 +22,8 @@ def _pipe(args):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return load_sd15(args.model_path, device=device), device
+    kw = {"model_id": model_id} if model_id else {}  # the preset's base model (SD 1.4 for Tables 1/4)
+    return load_sd15(args.model_path, device=device, **kw), device
 
 
 def _concepts_parser(sub):
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             c = p.constraints[0]
             p = replace(p, constraints=[P.ConstraintSpec(args.reward, c.direction, c.level)])
         from cda_lite.sd.distributed import world_size
-        pipe, device = _pipe(args)
+        pipe, device = _pipe(args, getattr(p, "model_id", None))
         if world_size() > 1:  # launched by `accelerate launch` / torchrun with several processes
             from cda_lite.sd.distributed import run_distributed
             s = run_distributed(pipe, p, args.out, resume=not args.no_resume, progress=True, device=device)
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
 
         from cda_lite.checkpoint import atomic_write_json
         from cda_lite.sd.inference import run as run_inference
-        pipe, device = _pipe(args)
+        pipe, device = _pipe(args, getattr(p, "model_id", None))
         res = run_inference(pipe, p, args.adapters, progress=True)
         s = {"preset": p.name, "method": p.method, "prompts": res.prompts, "published": p.published}
         if res.smc is not None:
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
             p = replace(p, dual_steps=args.steps)
         from cda_lite.checkpoint import atomic_write_json
         from cda_lite.sd.compose import make_experts, run
-        pipe, device = _pipe(args)
+        pipe, device = _pipe(args, getattr(p, "model_id", None))
         res = run(pipe, make_experts(pipe, p, args.adapters, args.seed), p, progress=True, device=device)
         s = {"preset": p.name, "experts": res.extra["names"], "lam": res.lam.tolist(),
              "kl_at_lam": res.extra["kls"].tolist(), "lam_history": res.lam_history.tolist(),

@@ -273,6 +273,6 @@ def derived(p) -> dict:
 
 def describe(p) -> str:
     lines = [f"preset {p.name}{' (tiny)' if p.tiny else ''}"]
-    lines += [f"  {k} = {v}" for k, v in asdict(p).items() if k not in ("train_prompts", "eval_prompts")]
+    lines += [f"  {k} = {v}" for k, v in asdict(p).items() if k not in ("train_prompts", "eval_prompts", "concept_pool")]
     lines += [f"  [derived] {k} = {v}" for k, v in derived(p).items()]
     return "\n".join(lines)
