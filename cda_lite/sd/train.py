@@ -184,12 +184,16 @@ def evaluate(pipe, p: AlignPreset, n: int | None = None, seed: int | None = None
     gen = torch.Generator().manual_seed(p.eval_seed if seed is None else int(seed))
     eps = S.SDEps(pipe.unet, p.guidance)
     prompts = [p.eval_prompts[i % len(p.eval_prompts)] for i in range(n)]
-    eps.set_prompts(pipe, prompts)
     chain = S.make_chain(pipe, p.sample_steps, p.eta)
     model = aligned_eps(eps, chain, p.reference_final_step) if adapter_on else S.AdapterOff(eps)
     device = pipe_device(pipe) if device is None else device
-    x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
-    x0 = sample_differentiable(model, chain, x_T, generator=gen).x0
-    images = S.decode(pipe, x0)
-    return {spec.reward: float(np.mean(follow(get_reward(spec.reward), device)(images, prompts).cpu().numpy()))
-            for spec in p.constraints}
+    rewards = {spec.reward: follow(get_reward(spec.reward), device) for spec in p.constraints}
+    values = {k: [] for k in rewards}
+    for a in range(0, n, p.micro_batch):  # micro-batches of the training size (memory)
+        rows = prompts[a:a + p.micro_batch]
+        eps.set_prompts(pipe, rows)
+        x_T = S.initial_latents(pipe, len(rows), p.height, p.width, gen, device=device)
+        images = S.decode(pipe, sample_differentiable(model, chain, x_T, generator=gen).x0)
+        for k, r in rewards.items():
+            values[k].append(torch.as_tensor(r(images, rows)).reshape(-1).double().cpu())
+    return {k: float(torch.cat(v).mean()) for k, v in values.items()}
