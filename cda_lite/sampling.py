@@ -178,8 +178,9 @@ def _step(eps_model, x, chain: Chain, i: int, gen, noise=None):
     eps = eps_model(x, t)
     mean, sigma = step_mean_std(x, eps, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)
     if sigma > 0:
-        z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if noise is None else noise
-        return mean + sigma * z
+        # drawn on the generator's device (the CPU stream is the same whatever device x is on), then moved
+        z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device) if noise is None else noise
+        return mean + sigma * z.to(x.device)
     return mean
 
 

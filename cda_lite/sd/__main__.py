@@ -28,7 +28,7 @@ from dataclasses import replace
 from cda_lite._cli import Parser, UserError, count, entry_point, existing_dir, writable_dir
 
 
-def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None):
+def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None, model_id=None):
     import torch
 
     if tiny:
@@ -36,13 +36,26 @@ def _load_pipe(tiny: bool, model_path, seed: int, device=None, model_config=None
         pipe = tiny_pipeline(seed)
     else:
         from cda_lite.sd.load import load_sd15
-        pipe = load_sd15(model_path, config=model_config)
+        kw = {"model_id": model_id} if model_id else {}  # the preset's base model (SD 1.4 for Tables 1/4)
+        pipe = load_sd15(model_path, config=model_config, **kw)
     if device is None:
         device = "cuda" if torch.cuda.is_available() and not tiny else "cpu"
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process of a multi-process launch
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     pipe.to(device)
     return pipe, (None if str(device) == "cpu" else device)
+
+
+def _concepts_parser(sub):
+    """``concepts``: Tables 1/4's min-CLIP / min-BLIP over the preset's random prompt sets (sd/concepts.py)."""
+    c = sub.add_parser("concepts", help="Tables 1/4: min CLIP / min BLIP of combined prompt, equal, constrained")
+    c.add_argument("--preset", required=True, choices=["table1", "table4"])
+    c.add_argument("--tiny", action="store_true", help="tiny random pipeline and scorers on CPU")
+    c.add_argument("--sets", type=count, default=None, help="number of random prompt sets (default: the preset's 50)")
+    c.add_argument("--images", type=count, default=4, help="images per method and set")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--model-path", default=None, help="local SD folder (else the preset's model_id from the hub)")
+    c.add_argument("--out", required=True)
 
 
 def _parser():
@@ -86,6 +99,7 @@ def _parser():
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="PNG path (default RUN_DIR/curves.png)")
     sub.add_parser("presets", help="list the presets with their derived numbers")
+    _concepts_parser(sub)
     return ap
 
 
@@ -156,7 +170,10 @@ def main(argv=None) -> int:
             print(P.describe(P.get_preset(n)))
         return 0
     try:
-        if args.cmd == "train":
+        if args.cmd == "concepts":
+            writable_dir(args.out)
+            s = _concepts(args)["mean_min"]
+        elif args.cmd == "train":
             s = _train(args)
         elif args.cmd == "plot":
             s = _plot(args)
@@ -185,7 +202,8 @@ def _compose_or_sample(args) -> dict:
         import torch
 
         from cda_lite.sd.inference import run as run_inference
-        pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
+        pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config,
+                                  model_id=getattr(p, "model_id", None))
         res = run_inference(pipe, p, args.adapters, progress=True)
         s = {"preset": p.name, "method": p.method, "prompts": res.prompts, "published": p.published}
         if res.smc is not None:
@@ -199,16 +217,52 @@ def _compose_or_sample(args) -> dict:
         p = replace(p, dual_steps=args.steps)
     print(P.describe(p))
     from cda_lite.sd.compose import make_experts, run
-    pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config)
+    pipe, device = _load_pipe(tiny, args.model_path, seed, model_config=args.model_config,
+                              model_id=getattr(p, "model_id", None))
     res = run(pipe, make_experts(pipe, p, args.adapters, seed), p, progress=True, device=device)
-    s = {"preset": p.name, "experts": res.names, "lam": res.lam.tolist(), "history": res.history,
-         "published": p.published}
+    s = {"preset": p.name, "experts": res.extra["names"], "lam": res.lam.tolist(),
+         "kl_at_lam": res.extra["kls"].tolist(), "lam_history": res.lam_history.tolist(),
+         "kl_history": res.values_history.tolist(), "published": p.published}
     os.makedirs(args.out, exist_ok=True)
     atomic_write_json(s, os.path.join(args.out, "summary.json"))
-    if res.images is not None:
+    if res.extra["images"] is not None:
         import torch
-        torch.save(res.images, os.path.join(args.out, "images.pt"))
+        torch.save(res.extra["images"], os.path.join(args.out, "images.pt"))
     return s
+
+
+def _concepts(args) -> dict:
+    """``python -m cda_lite.sd concepts --preset table1|table4 [--tiny] [--sets N] [--images N] --out DIR``:
+    :func:`cda_lite.sd.concepts.table_metrics` with CLIP ViT-L/14 and BLIP-2 ITM (tiny random scorers with ``--tiny``); writes
+    summary.json. ``args``: the parsed namespace (preset, tiny, sets, images, seed, out, model_path)."""
+    from dataclasses import replace
+
+    import torch
+
+    from cda_lite.checkpoint import atomic_write_json
+    from cda_lite.sd import presets as P
+    from cda_lite.sd.concepts import Blip2ITM, table_metrics
+
+    p = P.get_preset(args.preset, tiny=args.tiny)
+    if not isinstance(p, P.ComposePreset) or p.experts != "prompts":
+        raise ValueError(f"--preset {args.preset}: the concept metrics need a prompt-composition preset (table1, table4)")
+    if args.sets:
+        p = replace(p, n_sets=int(args.sets))
+    if args.tiny:
+        from cda_lite.sd import tiny_rewards as TR
+        from cda_lite.sd.tiny import tiny_pipeline
+        pipe, scorers = tiny_pipeline(args.seed), {"clip": TR.tiny_clip_score(), "blip": TR.tiny_blip2_itm()}
+    else:
+        from cda_lite.sd.load import load_sd15
+        from cda_lite.sd.rewards import CLIPScore
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        pipe = load_sd15(args.model_path, model_id=p.model_id, device=device)
+        scorers = {"clip": CLIPScore(), "blip": Blip2ITM()}
+    out = table_metrics(pipe, p, scorers, n_images=args.images, seed=args.seed, progress=True)
+    out["published"] = p.published
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write_json(out, os.path.join(args.out, "summary.json"))
+    return out
 
 
 if __name__ == "__main__":
