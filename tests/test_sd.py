@@ -17,7 +17,7 @@ from cda_lite.sd import lora as L  # noqa: E402
 from cda_lite.sd import presets as P  # noqa: E402
 from cda_lite.sd import sampling as S  # noqa: E402
 from cda_lite.sd import train as T  # noqa: E402
-from cda_lite.sd.rewards import get_reward  # noqa: E402
+from cda_lite.sd.registry import get_reward  # noqa: E402
 from cda_lite.sd.tiny import tiny_pipeline  # noqa: E402
 
 
@@ -252,10 +252,10 @@ def test_presets_and_cli(tmp_path, capsys):
     assert main(["compose", "--preset", "table4", "--tiny", "--steps", "1", "--out", str(tmp_path / "c")]) == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     # one dual step of Algorithm 3 from λ = 1/m: λ on the simplex, the farthest expert (largest KL) gains most
-    lam, h = np.array(summary["lam"]), summary["history"]
+    lam, h = np.array(summary["lam"]), np.array(summary["kl_history"])  # KLs of each dual step
     assert summary["preset"] == "table4" and len(h) == 1 and len(lam) == len(summary["experts"])
     assert np.all(lam >= 0) and lam.sum() == pytest.approx(1.0)
-    assert np.argmax(lam) == np.argmax(h[0]["values"])
+    assert np.argmax(lam) == np.argmax(h[0])
 
 
 def test_missing_weights_error(tmp_path, monkeypatch):

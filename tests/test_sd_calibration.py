@@ -92,7 +92,7 @@ def test_refit_stats_on_the_base_model():
     stats = K.refit_stats(pipe, p, n=4, seed=0, batch=2)
     mean, std = stats["brightness"]
     assert np.isfinite(mean) and std > 0
-    from cda_lite.sd.rewards import normalizer
+    from cda_lite.sd.registry import normalizer
     assert normalizer("brightness", stats).mean == mean
 
 

@@ -31,7 +31,7 @@ HW = dict(height=16, width=16)
 def device_pipe(monkeypatch):
     """The tiny pipeline on the pretend device; every weight-based reward must score on that device."""
     scored = []
-    call = R._Lazy.__call__
+    call = R.LazyScorer.__call__
 
     def checked(self, images, prompts=None):
         out = call(self, images, prompts)
@@ -39,7 +39,7 @@ def device_pipe(monkeypatch):
         scored.append(self.name)
         return out
 
-    monkeypatch.setattr(R._Lazy, "__call__", checked)
+    monkeypatch.setattr(R.LazyScorer, "__call__", checked)
     # gradient checkpointing recomputes in the backward pass outside the mode; it only saves memory
     monkeypatch.setattr(I, "_checkpoint", lambda fn, *args, use_reentrant=False: fn(*args))
     torch.manual_seed(0)

@@ -46,6 +46,13 @@ _ALIGN = {
     "eval_seed": ("ours", "evaluation seed (not recorded)"),
     "reward_stats": ("paper", "empty: Table 7's statistics (fitted for the paper's sampler; refit with calibration.refit_stats)"),
     "model_id": ("paper", "SD 1.5"),
+    "calibration_images": ("ours", "pretrained-model images measuring σ of a reward without Table 7 statistics"),
+    "optimizer": ("paper", "AdamW"),
+    "lr_cosine": ("ours", "constant learning rate (no schedule is recorded)"),
+    "lam_average": ("ours", "λ reported as the average over the last quarter of dual steps"),
+    "polish": ("ours", "off: no primal steps at frozen λ"),
+    "patience": ("ours", "dual steps before a constraint is reported likely infeasible"),
+    "on_infeasible": ("ours", "warn, not stop, on a likely infeasible level"),
 }
 _ALIGN_BY_PRESET = {
     "fig4": {"constraints": ("guess", "aesthetic, PickScore ≥ 0.5σ are the paper's; hps ≥ 0, mps ≥ 0 are ours (not recorded)"),
