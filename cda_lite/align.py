@@ -14,8 +14,10 @@ reuse it unchanged. :func:`finetune` builds that function for an ε-model and a 
 ``run()`` is a generator yielding :class:`AlignState` each primal step (Chapter 4 plots it live).
 With ``polish`` > 0 the last primal steps run at λ frozen to its average, so the model returned is the
 best response to the multipliers reported.
-Checkpoints are atomic; ``resume`` continues bit-for-bit; a non-finite loss stops the run and
-leaves the last good checkpoint in place.
+Checkpoints (:mod:`cda_lite.checkpoint`) are atomic, checksummed, rotated (the last ``keep_checkpoints``)
+and carry :meth:`PrimalDualTrainer.run_config`; ``resume`` continues bit-for-bit and refuses another
+configuration unless forced. A non-finite loss, gradient or parameter stops the run before the step is
+taken (:class:`~cda_lite.checkpoint.NonFiniteError`, naming the last finite checkpoint).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from cda_lite.checkpoint import atomic_save, load
+from cda_lite import checkpoint as ckpt
+from cda_lite._checks import check_count, check_number
 from cda_lite.constraints import Constraint, DualAscent, lagrangian
 from cda_lite.differentiable import sample_differentiable
 from cda_lite.models import ResidualEps
@@ -77,6 +80,21 @@ class AlignState:
     lam: np.ndarray
 
 
+def check_config(config: AlignConfig) -> None:
+    """Counts ≥ 1 and finite rates, named (``config.steps: must be ≥ 1, got -3``) before any work."""
+    for name in ("steps", "batch_size", "grad_accum", "dual_every", "sample_steps"):
+        check_count(getattr(config, name), f"config.{name}")
+    check_count(config.checkpoint_every, "config.checkpoint_every", minimum=0)
+    for name in ("lr", "dual_lr"):
+        check_number(getattr(config, name), f"config.{name}", positive=True)
+    for name in ("kl_weight", "kappa_p", "nu", "polish"):
+        check_number(getattr(config, name), f"config.{name}", nonnegative=True)
+    if config.grad_clip is not None:
+        check_number(config.grad_clip, "config.grad_clip", nonnegative=True)
+    if config.grad_steps is not None:
+        check_count(config.grad_steps, "config.grad_steps")
+
+
 class PrimalDualTrainer:
     """Algorithm 1 over any differentiable sampler.
 
@@ -93,8 +111,7 @@ class PrimalDualTrainer:
             raise ValueError("parameters: nothing to train (no parameter requires grad)")
         self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
         self.modules = modules or {}
-        if int(config.grad_accum) < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {config.grad_accum}")
+        check_config(config)
         if config.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {config.optimizer!r}")
         self.opt = (torch.optim.Adam(self.params, lr=config.lr) if config.optimizer == "adam"
@@ -108,6 +125,9 @@ class PrimalDualTrainer:
                                on_infeasible=config.on_infeasible, names=[c.name for c in constraints])
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.last_checkpoint: str | None = None  # the newest checkpoint written or resumed (finite)
+        self.keep_checkpoints = ckpt.DEFAULT_KEEP
+        self.extra_config: dict = {}  # more of the run's identity for checkpoints (SD: preset, model)
         self.log: list[dict] = []
         self._window: list[np.ndarray] = []  # slacks of the primal steps since the last dual step
 
@@ -137,15 +157,16 @@ class PrimalDualTrainer:
                 kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype, device=values.device)
                 loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite Lagrangian ({loss.item()}) at step {self.step}; the run stops here and the "
-                        f"last checkpoint ({cfg.checkpoint_path}) is kept")
+                    raise ckpt.NonFiniteError(ckpt.stop_message(f"Lagrangian ({loss.item()})", self.step,
+                                                                self.last_checkpoint), self.last_checkpoint)
                 (loss / cfg.grad_accum).backward()
                 parts_v.append(values.detach())
                 parts_kl.append(kl_mean.detach())
                 loss_sum += loss.item() / cfg.grad_accum
             values = torch.cat(parts_v, 1)
             kl_mean = torch.stack(parts_kl).mean()
+            # a NaN gradient with a finite loss: stop before the optimiser writes it into the parameters
+            ckpt.check_finite_step(loss_sum, self.params, self.step, self.last_checkpoint)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
@@ -214,11 +235,32 @@ class PrimalDualTrainer:
             if k in state.get("modules", {}):
                 m.load_state_dict(state["modules"][k])
 
-    def save(self, path: str) -> None:
-        atomic_save(self.state_dict(), path)
+    # what must match for a resume to continue the same run (steps may grow; where/how often to save,
+    # gradient checkpointing and the infeasibility report do not change the trajectory)
+    RESUME_IGNORES = ("steps", "checkpoint_every", "checkpoint_path", "checkpointing", "patience", "on_infeasible")
 
-    def resume(self, path: str) -> "PrimalDualTrainer":
-        self.load_state_dict(load(path))
+    def run_config(self) -> dict:
+        """The resolved configuration saved with every checkpoint and compared on resume."""
+        return {"align": asdict(self.config), "constraints": [c.describe() for c in self.constraints],
+                **self.extra_config}
+
+    def save(self, path: str) -> None:
+        """Checkpoint atomically (keeping the last ``keep_checkpoints``); refuses a non-finite state."""
+        last = self.log[-1]["loss"] if self.log else None
+        ckpt.check_finite_step(last, self.params, self.step, self.last_checkpoint)
+        ckpt.save_checkpoint(self.state_dict(), path, self.run_config(), keep=self.keep_checkpoints)
+        self.last_checkpoint = path
+
+    def resume(self, path: str, force: bool = False) -> "PrimalDualTrainer":
+        """Continue from the newest intact checkpoint at ``path`` (a corrupt one is named and the previous
+        used); refuses (:class:`~cda_lite.checkpoint.ConfigMismatchError`) one written under another
+        configuration unless ``force``."""
+        state, header, used = ckpt.load_checkpoint(path)
+        saved = header.get("config") if not header.get("legacy") else {"align": state.get("config")}
+        requested = self.run_config() if not header.get("legacy") else {"align": asdict(self.config)}
+        ckpt.check_resume_config(saved, requested, used, ignore=self.RESUME_IGNORES, force=force)
+        self.load_state_dict(state)
+        self.last_checkpoint = used
         return self
 
 
@@ -249,6 +291,7 @@ def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedul
     With ``correction`` (a small ε-network) the trainable model is ``ResidualEps(reference,
     correction)`` — the pretrained network plus a zero-initialised correction, the 2-D analogue of a
     LoRA adapter; without it every weight of a copy of ``pretrained`` is trained."""
+    check_config(config)
     ref = copy.deepcopy(pretrained).eval()
     for p in ref.parameters():
         p.requires_grad_(False)

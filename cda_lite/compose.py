@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -125,6 +125,7 @@ class ComposeResult:
     samples: np.ndarray  # the last round's samples
     model: torch.nn.Module | None
     seconds: float
+    extra: dict = field(default_factory=dict)  # what a caller adds (SD: expert names, decoded images)
 
     @property
     def values(self) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cda_lite._checks import InputError, check_count, check_number
 from cda_lite.errors import InfeasibleConstraintError
 
 
@@ -136,10 +137,13 @@ class DualAscent:
     _violated_run: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError("DualAscent needs at least one constraint")
-        if self.lr <= 0:
-            raise ValueError(f"dual lr must be > 0, got {self.lr}")
+        check_count(self.n, "n")
+        check_number(self.lr, "lr", positive=True)
+        check_number(self.kappa_p, "kappa_p", nonnegative=True)
+        if not 0 <= check_number(self.nu, "nu") < 1:
+            raise InputError(f"nu: the EMA factor must lie in [0, 1), got {self.nu}")
+        check_count(self.warmup, "warmup", minimum=0)
+        check_count(self.patience, "patience")
         if self.on_infeasible not in ("raise", "warn", "ignore"):
             raise ValueError("on_infeasible must be 'raise', 'warn' or 'ignore'")
         init = 1.0 / self.n if self.init is None else self.init
@@ -232,8 +236,10 @@ class SimplexDual:
     history: list = field(init=False, default_factory=list)
 
     def __post_init__(self):
-        if self.n < 2:
-            raise ValueError("SimplexDual needs at least two experts")
+        if check_count(self.n, "n") < 2:
+            raise InputError("n: SimplexDual needs at least two experts")
+        check_number(self.lr, "lr", positive=True)
+        check_number(self.decay, "decay", positive=True)
         lam = np.full(self.n, 1.0 / self.n) if self.init is None else np.asarray(self.init, dtype=float)
         if lam.shape != (self.n,) or np.any(lam < 0) or abs(lam.sum() - 1) > 1e-8:
             raise ValueError(f"initial λ must lie on the simplex, got {lam}")

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from cda_lite._checks import as_float_array, check_finite, check_simplex
+from cda_lite._checks import InputError, as_float_array, check_count, check_finite, check_simplex
 
 
 def _check_covs(covs: np.ndarray, name: str = "covs") -> None:
@@ -74,6 +74,7 @@ class GaussianMixture:
 
     def sample(self, n: int, seed: int | None = 0) -> np.ndarray:
         """n reproducible samples, shape (n, d)."""
+        n = check_count(n, "n")
         rng = np.random.default_rng(seed)
         comp = rng.choice(self.n_components, size=n, p=self.weights)
         chol = np.linalg.cholesky(self.covs)
@@ -90,19 +91,21 @@ class GaussianMixture:
 
     def component_log_probs(self, x):
         """log π_k + log N(x; μ_k, Σ_k), shape (n, K)."""
-        return _with_backend(x, lambda xt: _component_log_probs(xt, *self._torch_params(xt)))
+        return _with_backend(x, lambda xt: _component_log_probs(xt, *self._torch_params(xt)), self.dim)
 
     def log_prob(self, x):
         """log q(x), shape (n,)."""
-        return _with_backend(x, lambda xt: torch.logsumexp(_component_log_probs(xt, *self._torch_params(xt)), dim=1))
+        return _with_backend(x, lambda xt: torch.logsumexp(_component_log_probs(xt, *self._torch_params(xt)), dim=1),
+                             self.dim)
 
     def score(self, x):
         """∇ₓ log q(x) = Σ_k r_k(x) Σ_k⁻¹(μ_k − x), r_k the responsibilities; shape (n, d)."""
-        return _with_backend(x, lambda xt: _score(xt, *self._torch_params(xt)))
+        return _with_backend(x, lambda xt: _score(xt, *self._torch_params(xt)), self.dim)
 
     def responsibilities(self, x):
         """Posterior component probabilities r_k(x), shape (n, K)."""
-        return _with_backend(x, lambda xt: torch.softmax(_component_log_probs(xt, *self._torch_params(xt)), dim=1))
+        return _with_backend(x, lambda xt: torch.softmax(_component_log_probs(xt, *self._torch_params(xt)), dim=1),
+                             self.dim)
 
     def entropy_mc(self, n: int = 200_000, seed: int = 0) -> float:
         """Monte-Carlo estimate of the differential entropy −E log q."""
@@ -181,6 +184,7 @@ def noised_score(gm: GaussianMixture, x: torch.Tensor, alpha_bar: torch.Tensor) 
     ``alpha_bar`` is a scalar or a (n,) tensor; the marginal is Σ π_k N(√ᾱ μ_k, ᾱ Σ_k + (1−ᾱ) I).
     Differentiable in ``x``.
     """
+    _check_points(x, gm.dim)
     w, mu, cov = gm._torch_params(x)
     ab = torch.as_tensor(alpha_bar, dtype=x.dtype, device=x.device)
     eye = torch.eye(gm.dim, dtype=x.dtype, device=x.device)
@@ -193,15 +197,22 @@ def noised_score(gm: GaussianMixture, x: torch.Tensor, alpha_bar: torch.Tensor) 
     return _score(x, w, means_t, covs_t)
 
 
-def _with_backend(x, fn):
+def _check_points(x, dim: int | None) -> None:
+    """x: finite (n, dim) points — else an error naming x and the expected shape (not torch's)."""
+    shape = tuple(x.shape)
+    if len(shape) != 2 or (dim is not None and shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, d)"
+        raise InputError(f"x: expected points of shape {want} for a {dim or 'd'}-dimensional mixture, got shape {shape}")
+    check_finite(x, "x")
+
+
+def _with_backend(x, fn, dim: int | None = None):
     """Run a torch kernel on NumPy or torch input, returning the caller's type."""
     if isinstance(x, torch.Tensor):
-        if x.ndim != 2:
-            raise ValueError(f"x: expected shape (n, d), got {tuple(x.shape)}")
+        _check_points(x, dim)
         return fn(x)
-    xa = np.asarray(x, dtype=float)
+    xa = as_float_array(x, "x")
     if xa.ndim == 1:
         xa = xa[None]
-    if xa.ndim != 2:
-        raise ValueError(f"x: expected shape (n, d), got {xa.shape}")
+    _check_points(xa, dim)
     return fn(torch.from_numpy(np.ascontiguousarray(xa))).numpy()

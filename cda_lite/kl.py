@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 
+from cda_lite._checks import InputError
 from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std, step_sigma
 from cda_lite.schedules import Schedule, q_sample
 
@@ -53,6 +54,8 @@ def pathwise_kl(model_p, model_q, chain: Chain, shape, seed: int = 0,
     """
     if not chain.stochastic:
         raise ValueError("the path-wise KL needs a stochastic sampler (eta > 0)")
+    if len(shape) < 2 or shape[0] < 2:
+        raise InputError(f"shape: expected (n, ...) with n ≥ 2 samples (a mean and its standard error), got {tuple(shape)}")
     weights = pathwise_weights(chain)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)

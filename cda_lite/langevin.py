@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cda_lite._checks import check_finite
 from cda_lite.sampling import step_mean_std
 from cda_lite.schedules import Schedule
 
@@ -96,6 +97,16 @@ def mean_curvature(score: Callable, x: torch.Tensor, t: int, n_probe: int = 512,
     return kappa
 
 
+class LangevinDivergenceError(FloatingPointError):
+    """Annealed Langevin blew up (a step size too large for the score's curvature)."""
+
+
+def _diverged(t, h, step, step_scale):
+    raise LangevinDivergenceError(
+        f"annealed Langevin diverged at t = {t}: the particles became non-finite with step size h = {h:.3g}; "
+        f"use a smaller step (step={step!r}, step_scale={step_scale:g})")
+
+
 @torch.no_grad()
 def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_per_level: int = 10,
                       step="curvature", step_scale: float = 0.05, seed: int | None = 0,
@@ -118,6 +129,7 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
         raise ValueError(f"levels: expected decreasing timesteps in [0, {schedule.T - 1}], got {ts.tolist()}")
     gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
     if isinstance(x, torch.Tensor):
+        check_finite(x, "x")
         x = x.clone().to(dtype)
     else:
         x = torch.randn(tuple(x), generator=gen, dtype=dtype)
@@ -140,6 +152,8 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
             raise ValueError(f"step size at t = {t} must be a positive number, got {h}")
         for _ in range(steps_per_level if (final_steps is None or t != int(ts[-1])) else final_steps):
             x = x + h * score(x, t) + math.sqrt(2 * h) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+            if not bool(torch.isfinite(x).all()):
+                _diverged(t, h, step, step_scale)
         if return_levels:
             record.append((t, h, x.clone()))
     return (x, record) if return_levels else x

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cda_lite._checks import check_finite
+
 LUMA = (0.2126, 0.7152, 0.0722)
 
 # Table 7 of the paper: (mean, std) of each reward over samples of the pretrained SD 1.5
@@ -35,6 +37,7 @@ def _check(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images: expected a (n, 3, H, W) tensor in [0, 1], got {shape}")
+    check_finite(images, "images")
     return images
 
 

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cda_lite._checks import InputError, check_count, check_finite
 from cda_lite.schedules import Schedule, timesteps
 
 
 def batch_shape(n: int, dim) -> tuple:
     """(n, dim) for vector data (``dim`` an int) or ``(n, *dim)`` for any per-sample shape, e.g. (1, 8, 8)
     digit images: the samplers, DAS, the blends and Algorithm 3 draw x_T with this shape."""
+    n = check_count(n, "n")
     if isinstance(dim, (int, np.integer)):
         if dim < 1:
             raise ValueError(f"dim: expected a positive size or a shape tuple, got {dim}")
@@ -95,8 +97,8 @@ class Chain:
 
     @classmethod
     def make(cls, schedule: Schedule, steps: int | None = None, eta: float | str = 1.0, spacing: str = "trailing"):
-        if eta != LARGE and (isinstance(eta, str) or eta < 0):
-            raise ValueError(f"eta must be a number >= 0 or {LARGE!r}, got {eta!r}")
+        if eta != LARGE and (isinstance(eta, str) or not math.isfinite(eta) or eta < 0):
+            raise InputError(f"eta must be a finite number >= 0 or {LARGE!r}, got {eta!r}")
         ts = timesteps(schedule, steps, spacing)
         ab = schedule.alphas_cumprod
         ab_t = ab[ts]
@@ -160,6 +162,8 @@ def sample(
     """
     chain = Chain.make(schedule, steps, eta, spacing)
     gen = _seeded_generator(seed)
+    if x_T is not None:
+        check_finite(x_T, "x_T")
     x = torch.randn(shape, generator=gen, dtype=dtype) if x_T is None else x_T.clone().to(dtype)
     traj = [x.clone()] if return_trajectory else []
     for step in chain.steps(progress):
@@ -174,8 +178,9 @@ def _step(eps_model, x, chain: Chain, i: int, gen, noise=None):
     eps = eps_model(x, t)
     mean, sigma = step_mean_std(x, eps, float(chain.ab_t[i]), float(chain.ab_s[i]), chain.eta)
     if sigma > 0:
-        z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if noise is None else noise
-        return mean + sigma * z
+        # drawn on the generator's device (the CPU stream is the same whatever device x is on), then moved
+        z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device) if noise is None else noise
+        return mean + sigma * z.to(x.device)
     return mean
 
 

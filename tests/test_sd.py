@@ -17,6 +17,7 @@ from cda_lite.sd import lora as L  # noqa: E402
 from cda_lite.sd import presets as P  # noqa: E402
 from cda_lite.sd import sampling as S  # noqa: E402
 from cda_lite.sd import train as T  # noqa: E402
+from cda_lite.sd.registry import get_reward  # noqa: E402
 from cda_lite.sd.tiny import tiny_pipeline  # noqa: E402
 
 
@@ -67,9 +68,10 @@ def test_dual_update_with_three_constraints(trained):
     _, p, _, s = trained
     tr = s["trainer"]
     lam = np.full(3, p.lam_init)
-    for h in tr.log:  # projected ascent (κ_p = 0): λ ← [λ − κ_i · s_i (E r_i − b_i)]₊, per constraint
+    for k, h in enumerate(tr.log):  # projected ascent (κ_p = 0), warmed up: λ ← [λ − κ_i ρ_k s_i (E r_i − b_i)]₊
         slack = np.array([c.slack(e) for c, e in zip(tr.constraints, h["expected"])])
-        lam = np.maximum(lam - p.dual_lr * slack, 0)
+        ramp = min(1.0, (k + 1) / p.dual_warmup) if p.dual_warmup else 1.0
+        lam = np.maximum(lam - p.dual_lr * ramp * slack, 0)
         assert np.allclose(h["lam"], lam)
     assert len(set(np.round(lam, 6))) == 3  # three different multipliers
 
@@ -137,13 +139,76 @@ def test_composition_uses_one_product_for_sampling_and_kl():
     assert (comps[0] - comps[1]).abs().max() > 1e-4
     assert torch.allclose(prod, sum(l * c for l, c in zip(lam, comps)), atol=1e-6)
     # KL(p_λ ‖ q_i) at a vertex λ = e_0: zero to expert 0, positive to the others (same ε_λ as sampling)
-    kls = C.product_kls(experts, [1.0, 0.0, 0.0], x, S.schedule_of(pipe), 2, torch.Generator().manual_seed(1))
+    kls = C.product_kls(experts, [1.0, 0.0, 0.0], x, S.schedule_of(pipe), 2, seed=1)
     assert kls[0] == pytest.approx(0.0, abs=1e-9) and kls[1] > 0 and kls[2] > 0
     res = C.run(pipe, experts, p)
-    h = res.history
-    assert len(h) == 2 and np.allclose(np.sum(res.lam), 1) and np.all(res.lam >= 0)
+    hist, vals = res.lam_history, res.values_history
+    assert hist.shape == (3, 3) and vals.shape == (2, 3) and np.allclose(np.sum(res.lam), 1) and np.all(res.lam >= 0)
     # first dual step: λ ← Proj_Δ(1/3 + η_0 · KL) — the expert farthest away gains most weight
-    assert np.argmax(h[0]["lam"]) == np.argmax(h[0]["values"])
+    assert np.argmax(hist[1]) == np.argmax(vals[0])
+    # the images are samples AT the reported λ (drawn after the last dual step), with the final step's seed
+    experts.set_prompts(C.round_prompts(p.prompts, p.batch, p.dual_steps))
+    from cda_lite.sampling import sample
+    z = sample(C.ProductEps(experts, res.lam), S.schedule_of(pipe), (p.batch, 4, 8, 8), steps=p.sample_steps,
+               eta=1.0, seed=p.seed + 1000 * p.dual_steps)
+    assert torch.allclose(S.decode(pipe, z), res.extra["images"], atol=1e-5)
+
+
+def test_composition_samples_every_prompt():
+    """fig5: a batch of 4 and 6 prompts — every prompt is sampled (they used to be prompts[i % 6], fixed)."""
+    pipe = tiny_pipeline()
+    p = replace(P.get_preset("fig5", tiny=True), prompts=P.get_preset("fig5").prompts, height=16, width=16,
+                dual_steps=2, batch=4, kl_timesteps=1, sample_steps=2)
+    assert len(p.prompts) == 6
+    experts = C.make_experts(pipe, p)
+    seen = []
+    set_prompts = experts.set_prompts
+    experts.set_prompts = lambda prompts: (seen.append(list(prompts)), set_prompts(prompts))
+    C.run(pipe, experts, p, keep_images=False)
+    assert set(sum(seen[:p.dual_steps], [])) == set(p.prompts)
+
+
+def test_lora_experts_final_step_is_the_base():
+    """The trained chain's σ = 0 step is the base model's: so it is in composition (per-sample t too)."""
+    pipe = tiny_pipeline()
+    p = replace(P.get_preset("fig5", tiny=True), height=16, width=16)
+    experts = C.make_experts(pipe, p).align_final_step(4)  # trailing 4 steps: 999, 749, 499, 249
+    experts.set_prompts(["a cat", "a dog"])
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), S.adapters_disabled(pipe.unet):
+        base = experts.eps(x, 249)
+    with torch.no_grad():
+        tail = experts.components(x, 249)
+        mixed = experts.components(x, torch.tensor([249, 499]))
+        above = experts.components(x, 499)
+    assert all(torch.allclose(c, base, atol=1e-6) for c in tail)
+    assert (above[0] - base).abs().max() > 1e-4
+    assert torch.allclose(mixed[:, 0], tail[:, 0], atol=1e-6) and torch.allclose(mixed[:, 1], above[:, 1], atol=1e-6)
+
+
+def test_evaluate_samples_the_trained_chain():
+    """evaluate() draws from the chain training runs (LoRA on stochastic steps, base on the σ = 0 step)."""
+    from cda_lite.differentiable import sample_differentiable
+    pipe = tiny_pipeline()
+    with torch.no_grad():  # a random adapter that changes ε visibly
+        for p_ in L.add_lora(pipe.unet, 4, name="default", init="random", seed=0):
+            p_.mul_(30.0)
+    q = small(P.get_preset("fig3", tiny=True), constraints=[P.ConstraintSpec("brightness", ">=", 0.0)],
+              eval_images=2, eval_seed=7)
+    got = T.evaluate(pipe, q)["brightness"]
+    eps = S.SDEps(pipe.unet, q.guidance).set_prompts(pipe, q.eval_prompts[:2])
+    chain = S.make_chain(pipe, q.sample_steps, q.eta)
+
+    def chain_mean(final_step_model):  # the training chain, written out: sample_batch's call
+        gen = torch.Generator().manual_seed(7)
+        x_T = S.initial_latents(pipe, 2, q.height, q.width, gen)
+        with torch.no_grad():
+            x0 = sample_differentiable(eps, chain, x_T, generator=gen, deterministic_model=final_step_model).x0
+            return float(get_reward("brightness")(S.decode(pipe, x0)).mean())
+
+    trained, lora_everywhere = chain_mean(S.AdapterOff(eps)), chain_mean(None)
+    gap = abs(trained - lora_everywhere)  # the two chains differ (the adapter acts on the last step too)
+    assert gap > 1e-5 and abs(got - trained) < gap / 20
 
 
 def test_prompt_experts_batch_one_call():
@@ -187,10 +252,10 @@ def test_presets_and_cli(tmp_path, capsys):
     assert main(["compose", "--preset", "table4", "--tiny", "--steps", "1", "--out", str(tmp_path / "c")]) == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     # one dual step of Algorithm 3 from λ = 1/m: λ on the simplex, the farthest expert (largest KL) gains most
-    lam, h = np.array(summary["lam"]), summary["history"]
+    lam, h = np.array(summary["lam"]), np.array(summary["kl_history"])  # KLs of each dual step
     assert summary["preset"] == "table4" and len(h) == 1 and len(lam) == len(summary["experts"])
     assert np.all(lam >= 0) and lam.sum() == pytest.approx(1.0)
-    assert np.argmax(lam) == np.argmax(h[0]["values"])
+    assert np.argmax(lam) == np.argmax(h[0])
 
 
 def test_missing_weights_error(tmp_path, monkeypatch):
@@ -220,10 +285,11 @@ def test_published_numbers_match_presets_and_table7():
                                           s3["optimizer_steps"], s3["truncation_K"], s3["lam_init"], s3["lr"],
                                           s3["lora_rank"], s3["kappa_i"])
     t1, s1 = P.get_preset("table1"), pub["table1"]["settings"]
-    assert (t1.sample_steps, t1.guidance, t1.kl_guidance, t1.dual_steps, t1.dual_lr, t1.lam_average) == \
+    # the composition dual steps are the paper's, recalibrated to our KL (cda_lite.sd.calibration)
+    assert (t1.sample_steps, t1.guidance, t1.kl_guidance, t1.dual_steps, P.PAPER["dual_lr"]["table1"], t1.lam_average) == \
         (s1["ddim_steps"], s1["guidance"], s1["guidance_in_kl"], s1["dual_steps"], s1["dual_lr"], 5)
     f5, s5 = P.get_preset("fig5"), pub["fig5"]["settings"]
-    assert (f5.dual_steps, f5.dual_lr, f5.dual_decay, f5.sample_steps, f5.batch) == \
+    assert (f5.dual_steps, P.PAPER["dual_lr"]["fig5"], f5.dual_decay, f5.sample_steps, f5.batch) == \
         (s5["dual_steps"], s5["dual_lr"], s5["dual_lr_decay"], s5["ddim_steps"], s5["batch"])
     assert f5.adapters == pub["table2"]["adapters"]
     das = P.get_preset("das")

@@ -75,5 +75,7 @@ def test_two_processes_train_in_lockstep(tmp_path):
         norm = np.array([normalizer(n)(v) if normalizer(n) else v for n, v in zip(names, raw)])
         assert np.allclose(a["expected"][k], norm, rtol=1e-5, atol=1e-5)
         slack = np.array(a["signs"]) * (norm - np.array(a["levels"]))
-        lam = np.maximum(lam - a["dual_lr"] * slack, 0.0)  # projected ascent (νPI with κ_p = 0)
+        W = get_preset("fig3", tiny=True).dual_warmup  # the dual step ramps up over W dual steps
+        ramp = min(1.0, (k + 1) / W) if W else 1.0
+        lam = np.maximum(lam - a["dual_lr"] * ramp * slack, 0.0)  # projected ascent (νPI with κ_p = 0)
         assert np.allclose(a["lam"][k], lam, rtol=1e-5, atol=1e-6)

@@ -83,6 +83,7 @@ def test_blends_over_adapters(pipe):
     # DB-MPA at w = λ is the sampler of Algorithm 3's product of the same adapters
     experts = Cmp.LoraExperts(pipe, ["a", "b"], 5.0)
     experts.set_prompts(["a cat", "a cat"])
+    experts.align_final_step(4)  # as sd_db_mpa: the adapters' last (σ = 0) step is the base model's
     shape = I.latent_shape(pipe, 16, 16)
     from cda_lite.sampling import sample
     prod = sample(Cmp.ProductEps(experts, [0.5, 0.5]), S.schedule_of(pipe), (2, *shape), steps=4, eta=1.0, seed=5,

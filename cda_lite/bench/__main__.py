@@ -1,5 +1,6 @@
 """Command line of :mod:`cda_lite.bench` (see its docstring): one argparse subcommand per entry of
-``SUBCOMMANDS``; prints one JSON object with ``--json``."""
+``SUBCOMMANDS``; prints one JSON object with ``--json``. User errors (a bad file or value) are one line on
+stderr and exit status 2 (:mod:`cda_lite._cli`; ``--debug`` shows the traceback)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import importlib
 import json
 import sys
 
+from cda_lite._cli import Parser, entry_point
 from cda_lite.bench import SUBCOMMANDS
 
 
@@ -27,7 +29,7 @@ def _jsonable(obj):
 def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
     """The argument parser; with ``only`` (a subcommand name) only that subcommand's module is
     imported, so one broken or heavy subcommand cannot slow down or break the others."""
-    parser = argparse.ArgumentParser(prog="python -m cda_lite.bench",
+    parser = Parser(prog="python -m cda_lite.bench",
                                      description="Benchmark commands of cda_lite (each prints one JSON object with --json).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     modules = {}
@@ -44,16 +46,13 @@ def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict
     return parser, modules
 
 
+@entry_point("python -m cda_lite.bench")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, modules = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     module = modules[args.command]
-    try:
-        result = _jsonable(module.run(args))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = _jsonable(module.run(args))
     if args.json:
         print(json.dumps(result))
     elif hasattr(module, "format"):

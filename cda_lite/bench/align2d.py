@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from cda_lite import pick
+from cda_lite._cli import count, existing_file
+from cda_lite.exact.problems import load_problem_file
 from cda_lite.align import AlignConfig, finetune
 from cda_lite.constraints import Constraint, RewardNormalizer
 from cda_lite.exact import align_dual, expected_rewards
@@ -124,9 +126,9 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
 
 
 def add_arguments(p) -> None:
-    p.add_argument("problem", help="2-D alignment problem file (JSON)")
+    p.add_argument("problem", type=existing_file, help="2-D alignment problem file (JSON)")
     p.add_argument("--profile", choices=["fast", "full"], default=None, help="effort (default: $CDA_PROFILE or fast)")
-    p.add_argument("--steps", type=int, default=None, help="primal steps (overrides the profile)")
+    p.add_argument("--steps", type=count, default=None, help="primal steps (overrides the profile)")
     p.add_argument("--fixed-weights", type=float, nargs="+", default=None,
                    help="freeze λ at these weights (rewards' units): the weighted baseline")
     p.add_argument("--equal-weights", type=float, nargs="?", const=1.0, default=None, metavar="W",
@@ -140,7 +142,8 @@ def run(args) -> dict:
         cfg = replace(cfg, steps=args.steps)
     if args.fixed_weights is not None and args.equal_weights is not None:
         raise ValueError("give --fixed-weights or --equal-weights, not both")
-    return learned_alignment(args.problem, cfg, fixed_weights_raw=args.fixed_weights,
+    problem = load_problem_file(args.problem, "align", "align2d")  # before any training
+    return learned_alignment(problem, cfg, fixed_weights_raw=args.fixed_weights,
                              equal_weights=args.equal_weights).result
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from cda_lite import pick
+from cda_lite._cli import count, existing_file
+from cda_lite.exact.problems import load_problem_file
 from cda_lite.compose import (ComposeConfig, and_dual_only, and_primal_dual, or_dual_exact, or_primal_dual,
                               product_kls, product_of_experts, run_rounds, surrogate_fixed_point)
 from cda_lite.exact import mixture_dual, product_dual
@@ -28,17 +30,16 @@ from cda_lite.gmm import GaussianMixture
 from cda_lite.metrics import mode_masses
 from cda_lite.models import ExactEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
-from cda_lite.exact.problems import CompositionProblem, load_problem
 from cda_lite.sampling import sample
 
 
 def add_arguments(p) -> None:
-    p.add_argument("problem", help="composition problem file (JSON with 'experts'; see the book's appendix)")
+    p.add_argument("problem", type=existing_file, help="composition problem file (JSON with 'experts'; see the book's appendix)")
     p.add_argument("--mode", choices=("and", "or"), default="and", help="product (AND) or mixture (OR)")
     p.add_argument("--experts", choices=("learned", "exact"), default="learned",
                    help="DSM-trained expert networks (cached) or the exact expert ε")
-    p.add_argument("--rounds", type=int, default=None, help="dual steps (default: fast 8, full 15)")
-    p.add_argument("--pretrain-steps", type=int, default=1500, help="DSM steps of each expert network")
+    p.add_argument("--rounds", type=count, default=None, help="dual steps (default: fast 8, full 15)")
+    p.add_argument("--pretrain-steps", type=count, default=1500, help="DSM steps of each expert network")
     p.add_argument("--seed", type=int, default=0, help="seed of the algorithms (MCMC, DSM, sampling)")
     p.add_argument("--expert-seed", type=int, default=0, help="training seed of the expert networks")
     p.add_argument("--no-dual-only", action="store_true", help="skip Algorithm 3 (AND) / the exact-primal dual (OR)")
@@ -46,9 +47,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> dict:
     torch.set_num_threads(1)  # tiny networks: fastest single-threaded on shared CPUs
-    problem = load_problem(args.problem)
-    if not isinstance(problem, CompositionProblem):
-        raise ValueError(f"problem: {args.problem} is an alignment problem; compose2d needs 'experts'")
+    problem = load_problem_file(args.problem, "compose", "compose2d")
     cfg = default_config(rounds=args.rounds, seed=args.seed)
     fn = and_experiment if args.mode == "and" else or_experiment
     out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,

@@ -21,11 +21,13 @@ import time
 import numpy as np
 import torch
 
+from cda_lite._cli import count
+
 
 def add_arguments(p) -> None:
     p.add_argument("--profile", choices=["fast", "full"], default=None, help="effort (default: $CDA_PROFILE or fast)")
     p.add_argument("--reuse", action="store_true", help="reuse cached fine-tunes (default: recompute them)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=count, default=1, help="torch threads (default 1)")
 
 
 def run(args) -> dict:

@@ -13,7 +13,6 @@ experts for the variants under the fast profile (``CDA_PROFILE=full``: trained e
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import time
 import numpy as np
 
 from cda_lite import pick, profile
+from cda_lite._cli import Parser, entry_point, writable_dir
 from cda_lite.gmm import GaussianMixture
 from cda_lite.paths import data_path
 from cda_lite.exact.problems import load_problem
@@ -216,15 +216,17 @@ def _jsonable(res: dict) -> dict:
     return {k: j(strip_samples(v)) for k, v in res.items()}
 
 
+@entry_point("python -m cda_lite.bench.reproduce")
 def main(argv=None) -> int:
     import torch
 
-    p = argparse.ArgumentParser(prog="python -m cda_lite.bench.reproduce", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m cda_lite.bench.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("figure", choices=("fig1", "fig2"))
     p.add_argument("--out", default=os.path.join("build", "figures"), help="folder for the figure and its numbers")
     p.add_argument("--experts", choices=("auto", "learned", "exact"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    writable_dir(args.out)  # before the experiments run
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from cda_lite import schedules as _schedules
+from cda_lite._cli import count, existing_file, finite_float, positive_float
+from cda_lite.exact.problems import load_problem_file
 from cda_lite.exact import tilt
 from cda_lite.inference import (
     WeightedReward, das, guided_nfe, sample_blend_corrected, sample_db_kla, sample_db_mpa,
@@ -32,11 +34,11 @@ DISTANCE = "sliced Wasserstein-1 (256 random directions) between N method sample
 
 
 def add_arguments(p) -> None:
-    p.add_argument("problem", help="alignment problem file (JSON; see the book's appendix 'Problem files')")
-    p.add_argument("--alpha", type=float, default=1.0, help="KL weight α of the target q·exp(Σ w_i r_i/α)")
-    p.add_argument("--weights", type=float, nargs="+", help="reward weights w (sum to 1; default uniform)")
-    p.add_argument("--particles", type=int, default=1000, help="samples per method (DAS: particles of one SMC run)")
-    p.add_argument("--steps", type=int, default=100, help="sampler steps")
+    p.add_argument("problem", type=existing_file, help="alignment problem file (JSON; see the book's appendix 'Problem files')")
+    p.add_argument("--alpha", type=positive_float, default=1.0, help="KL weight α of the target q·exp(Σ w_i r_i/α)")
+    p.add_argument("--weights", type=finite_float, nargs="+", help="reward weights w (sum to 1; default uniform)")
+    p.add_argument("--particles", type=count, default=1000, help="samples per method (DAS: particles of one SMC run)")
+    p.add_argument("--steps", type=count, default=100, help="sampler steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learned", nargs="?", const="finetune", choices=("finetune", "dsm"), default=None,
                    help="use networks instead of exact ε-models: 'finetune' (default) fine-tunes a pretrained MLP per "
@@ -44,19 +46,20 @@ def add_arguments(p) -> None:
                         "'dsm' trains each model by DSM on exact samples of its tilt (cached)")
     p.add_argument("--schedule", default="default", choices=("default", "cosine", "linear", "scaled_linear"),
                    help="noise schedule: 'default' is the 2-D chapters' linear β 1e-4 → 0.1 (T = 100); others use --T")
-    p.add_argument("--T", type=int, default=100, help="diffusion timesteps of a named schedule")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM η of every sampler (> 0)")
-    p.add_argument("--kla-lambda", type=float, default=0.5, help="DB-KLA's λ in (0, 2]")
-    p.add_argument("--msdda-etas", type=float, nargs="+", help="per-model η for MSDDA (default: --eta for all)")
-    p.add_argument("--train-steps", type=int, default=None,
+    p.add_argument("--T", type=count, default=100, help="diffusion timesteps of a named schedule")
+    p.add_argument("--eta", type=positive_float, default=1.0, help="DDIM η of every sampler (> 0)")
+    p.add_argument("--kla-lambda", type=positive_float, default=0.5, help="DB-KLA's λ in (0, 2]")
+    p.add_argument("--msdda-etas", type=positive_float, nargs="+", help="per-model η for MSDDA (default: --eta for all)")
+    p.add_argument("--train-steps", type=count, default=None,
                    help="optimiser steps per network with --learned (finetune: 300, dsm: 1500)")
-    p.add_argument("--das-runs", type=int, default=1,
+    p.add_argument("--das-runs", type=count, default=1,
                    help="split DAS's particles into this many independent SMC runs (same cost; less variance in mode masses)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
 
 
 def run(args) -> dict:
-    return compare(args.problem, alpha=args.alpha, weights=args.weights, particles=args.particles, steps=args.steps,
+    problem = load_problem_file(args.problem, "align", "rivals2d")  # before any work
+    return compare(problem, alpha=args.alpha, weights=args.weights, particles=args.particles, steps=args.steps,
                    seed=args.seed, learned=args.learned, schedule=args.schedule, T=args.T, eta=args.eta,
                    kla_lambda=args.kla_lambda, msdda_etas=args.msdda_etas, train_steps=args.train_steps,
                    methods=args.methods, das_runs=args.das_runs)

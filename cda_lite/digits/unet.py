@@ -19,7 +19,6 @@ Chapters 8 and 9.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cda_lite._cli import Parser, count, entry_point, writable_dir
 from cda_lite.checkpoint import atomic_save
 from cda_lite.profile import pick, profile
 from cda_lite.schedules import Schedule, cosine
@@ -223,18 +223,21 @@ def pretrain_digits(steps: int | None = None, seed: int = 0, progress: bool = Fa
     return model
 
 
+@entry_point("python -m cda_lite.digits.unet")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cda_lite.digits.unet",
+    p = Parser(prog="python -m cda_lite.digits.unet",
                                 description="Train the digits base ε-model and write a checkpoint.")
     p.add_argument("--train", action="store_true", help="train a UNetEps on the sklearn digits")
-    p.add_argument("--steps", type=int, default=None, help=f"DSM steps (default: {FAST_STEPS} fast, {FULL_STEPS} full)")
+    p.add_argument("--steps", type=count, default=None, help=f"DSM steps (default: {FAST_STEPS} fast, {FULL_STEPS} full)")
     p.add_argument("--profile", choices=("fast", "full"), default=None, help="effort profile for the default steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this small net)")
+    p.add_argument("--threads", type=count, default=1, help="torch threads (1 is fastest for this small net)")
     p.add_argument("--out", default=None, help="checkpoint path (float16 weights + config + loss history)")
     args = p.parse_args(argv)
     if not args.train:
         p.error("nothing to do: pass --train")
+    if args.out:
+        writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out")
     torch.set_num_threads(args.threads)
     prof = args.profile or profile()
     steps = args.steps if args.steps is not None else (FAST_STEPS if prof == "fast" else FULL_STEPS)

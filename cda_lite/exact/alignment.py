@@ -11,7 +11,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from cda_lite._checks import as_float_array, check_finite
+from cda_lite._checks import InputError, as_float_array, check_callable_reward, check_finite
 from cda_lite.errors import InfeasibleConstraintError
 from cda_lite.gmm import GaussianMixture
 
@@ -19,7 +19,35 @@ __all__ = ["tilt", "log_partition", "expected_rewards", "kl_tilt", "dual_functio
            "InfeasibleConstraintError"]
 
 
+REWARD_API = ("quadratic_form", "expectation", "sup", "dim")
+
+
+def _check_rewards(rewards, needs=REWARD_API) -> list:
+    """The exact computations need reward objects with a closed form (LinearReward, QuadraticReward):
+    ``needs`` the attributes the caller uses."""
+    rewards = list(rewards)
+    if not rewards:
+        raise InputError("rewards: need at least one reward")
+    for i, r in enumerate(rewards):
+        check_callable_reward(r, f"rewards[{i}]", needs)
+    return rewards
+
+
+def _is_constant(r) -> bool:
+    P, h, _ = r.quadratic_form()
+    return not np.any(P) and not np.any(h)
+
+
+def _levels(thresholds, m: int) -> np.ndarray:
+    b = as_float_array(thresholds, "thresholds", ndim=1)
+    check_finite(b, "thresholds")
+    if len(b) != m:
+        raise InputError(f"thresholds: expected {m} levels (one per reward), got {len(b)}")
+    return b
+
+
 def _combined_form(rewards, lam, dim):
+    rewards = _check_rewards(rewards, ("quadratic_form", "dim"))
     lam = as_float_array(lam, "lam", ndim=1)
     if len(lam) != len(rewards):
         raise ValueError(f"lam: expected {len(rewards)} multipliers (one per reward), got {len(lam)}")
@@ -69,6 +97,7 @@ def log_partition(gm: GaussianMixture, rewards, lam) -> float:
 
 def expected_rewards(gm: GaussianMixture, rewards) -> np.ndarray:
     """[E_gm r_i] in closed form."""
+    rewards = _check_rewards(rewards, ("expectation",))
     return np.array([r.expectation(gm) for r in rewards])
 
 
@@ -81,7 +110,10 @@ def kl_tilt(gm: GaussianMixture, rewards, lam) -> float:
 
 def dual_function(gm: GaussianMixture, rewards, thresholds, lam) -> float:
     """D(λ) = λᵀb − log Z(λ): concave, with gradient b − E_{q_λ}[r]."""
-    return float(np.dot(lam, thresholds) - log_partition(gm, list(rewards), lam))
+    rewards = _check_rewards(rewards, ("quadratic_form", "dim"))
+    b = _levels(thresholds, len(rewards))
+    log_z = log_partition(gm, rewards, lam)  # checks λ
+    return float(np.dot(np.asarray(lam, dtype=float), b) - log_z)
 
 
 # --------------------------------------------------------------------------- UR-A
@@ -110,12 +142,13 @@ def align_dual(gm: GaussianMixture, rewards, thresholds, lam_max: float = 1e6, t
     Raises :class:`InfeasibleConstraintError` naming the constraint(s) that no λ ≥ 0 can meet.
     KKT holds at the answer: active constraints (λ*_i > 0) are met with equality.
     """
-    rewards = list(rewards)
-    b = as_float_array(thresholds, "thresholds", ndim=1)
-    check_finite(b, "thresholds")
-    if len(b) != len(rewards):
-        raise ValueError(f"thresholds: expected {len(rewards)} levels (one per reward), got {len(b)}")
-    bad = [i for i, r in enumerate(rewards) if b[i] >= r.sup]
+    rewards = _check_rewards(rewards)
+    b = _levels(thresholds, len(rewards))
+    for i, r in enumerate(rewards):
+        if r.dim != gm.dim:
+            raise InputError(f"rewards[{i}]: dimension {r.dim} does not match the mixture's {gm.dim}")
+    # E r ≥ sup r needs all the mass where r = sup: only a constant reward (r ≡ sup) meets it
+    bad = [i for i, r in enumerate(rewards) if b[i] > r.sup or (b[i] == r.sup and not _is_constant(r))]
     if bad:
         raise InfeasibleConstraintError(
             "infeasible constraint level(s): " + "; ".join(

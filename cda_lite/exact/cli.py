@@ -24,20 +24,21 @@ def solve_problem(problem) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
+    """``python -m cda_lite.exact FILE``: one JSON line; an infeasible problem prints an ``error`` object
+    and exits 2; a bad file is one line on stderr and exit 2 (:mod:`cda_lite._cli`)."""
+    from cda_lite._cli import Parser, entry_point, existing_file
 
-    p = argparse.ArgumentParser(prog="python -m cda_lite.exact", description="Print the exact solution of a 2-D problem file as JSON.")
-    p.add_argument("problem", help="path to a problem JSON file")
-    args = p.parse_args(argv)
-    try:
-        problem = load_problem(args.problem)
-        out = solve_problem(problem)
-    except InfeasibleConstraintError as e:
-        print(json.dumps({"error": "infeasible", "message": str(e), "constraints": e.constraints}))
-        return 2
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(out))
-    return 0
+    @entry_point("python -m cda_lite.exact")
+    def _main(argv):
+        p = Parser(prog="python -m cda_lite.exact", description="Print the exact solution of a 2-D problem file as JSON.")
+        p.add_argument("problem", type=existing_file, help="path to a problem JSON file")
+        args = p.parse_args(argv)
+        try:
+            out = solve_problem(load_problem(args.problem))
+        except InfeasibleConstraintError as e:
+            print(json.dumps({"error": "infeasible", "message": str(e), "constraints": e.constraints}))
+            return 2
+        print(json.dumps(out))
+        return 0
+
+    return _main(argv)

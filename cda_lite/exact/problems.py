@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cda_lite._checks import UserError
 from cda_lite.exact.rewards import reward_from_dict
 from cda_lite.gmm import GaussianMixture
 
@@ -114,3 +115,15 @@ def load_problem(source) -> AlignmentProblem | CompositionProblem:
 def save_problem(problem, path) -> None:
     with open(path, "w") as f:
         json.dump(problem.to_dict(), f, indent=1)
+
+
+def load_problem_file(path: str, kind: str, command: str = "this command"):
+    """Load a 2-D problem file and check it is an ``"align"`` or ``"compose"`` problem."""
+    problem = load_problem(path)
+    want = AlignmentProblem if kind == "align" else CompositionProblem
+    if not isinstance(problem, want):
+        have = "a composition problem (with 'experts')" if isinstance(problem, CompositionProblem) else \
+            "an alignment problem (with 'base', 'rewards', 'thresholds')"
+        need = "an alignment problem file" if kind == "align" else "a composition problem file ('experts')"
+        raise UserError(f"{path} is {have}; {command} needs {need}")
+    return problem

@@ -11,10 +11,16 @@ import math
 import numpy as np
 import torch
 
-from cda_lite._checks import as_float_array, check_finite, check_psd
+from cda_lite._checks import InputError, as_float_array, check_finite, check_psd
 from cda_lite.gmm import GaussianMixture
 
 __all__ = ["LinearReward", "QuadraticReward", "reward_from_dict"]
+
+
+def _check_reward_input(x, dim: int) -> None:
+    shape = tuple(np.shape(x))
+    if not shape or shape[-1] != dim:
+        raise InputError(f"x: a reward on {dim}-D points needs shape (n, {dim}), got shape {shape}")
 
 
 class LinearReward:
@@ -32,6 +38,7 @@ class LinearReward:
         return len(self.w)
 
     def __call__(self, x):
+        _check_reward_input(x, self.dim)
         if isinstance(x, torch.Tensor):
             return x @ torch.as_tensor(self.w, dtype=x.dtype, device=x.device)
         return np.asarray(x, dtype=float) @ self.w
@@ -74,6 +81,7 @@ class QuadraticReward:
         return len(self.c)
 
     def __call__(self, x):
+        _check_reward_input(x, self.dim)
         if isinstance(x, torch.Tensor):
             A = torch.as_tensor(self.A, dtype=x.dtype, device=x.device)
             d = x - torch.as_tensor(self.c, dtype=x.dtype, device=x.device)

@@ -21,6 +21,9 @@ transformers and peft lazily through the submodules:
 - :mod:`cda_lite.sd.plot` — training curves of a run to PNG; :mod:`cda_lite.sd.files` — umask-honouring writes
 - :mod:`cda_lite.sd.compose` — product of LoRA adapters / prompts by Algorithm 3
 - :mod:`cda_lite.sd.inference` — DAS over latents and Diffusion Blend over adapters (Chapter 7's samplers)
+- :mod:`cda_lite.sd.device` — the device/dtype policy (noise, timesteps, tokens, rewards; bf16/TF32 on CUDA)
+- :mod:`cda_lite.sd.calibration` — our KLs vs the public code's: the derived dual steps and KL weight
+- :mod:`cda_lite.sd.provenance` — every preset value marked paper / derived / guess / ours (Chapter 10's table)
 - :mod:`cda_lite.sd.presets` — one config per paper experiment (fig3, fig4, table2, fig5, table1, table4,
   das, blend) and the published numbers (``data/published/khalafi2025.json``)
 

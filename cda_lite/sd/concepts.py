@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cda_lite.sd.rewards import LazyScorer, load_tokenizer, clip_preprocess
+from cda_lite.sd.rewards import LazyScorer, clip_preprocess, follow, load_tokenizer
 from cda_lite.sd.load import offline
 
 
@@ -109,6 +109,7 @@ def prompt_scores(scorer, images: torch.Tensor, prompts: list[str], batch: int |
     step = n if batch is None else int(batch)
     if step < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    follow(scorer, images.device)  # the scorer's networks where the images are
     cols = []
     for p in prompts:
         parts = [scorer(images[i:i + step], [p] * len(images[i:i + step])) for i in range(0, n, step)]
@@ -119,3 +120,55 @@ def prompt_scores(scorer, images: torch.Tensor, prompts: list[str], batch: int |
 def concept_metrics(images, prompts, scorers: dict, batch: int | None = None) -> dict[str, ConceptScores]:
     """:func:`prompt_scores` for several scorers, e.g. ``{"clip": CLIPScore(), "blip": Blip2ITM()}``."""
     return {name: prompt_scores(s, images, prompts, batch) for name, s in scorers.items()}
+
+
+def prompt_sets(preset) -> list[list[str]]:
+    """Tables 1/4's prompt sets: ``preset.n_sets`` random sets of ``len(preset.prompts)`` distinct prompts
+    from ``preset.concept_pool``, drawn with ``preset.sets_seed`` (the same sets on every run); without a
+    pool, the preset's own prompts."""
+    if not preset.concept_pool:
+        return [list(preset.prompts)]
+    k, pool = len(preset.prompts), list(preset.concept_pool)
+    if k > len(pool):
+        raise ValueError(f"concept_pool: {len(pool)} prompts cannot make sets of {k}")
+    rng = np.random.default_rng(preset.sets_seed)
+    return [[pool[i] for i in rng.choice(len(pool), size=k, replace=False)] for _ in range(preset.n_sets)]
+
+
+METHODS = ("combined prompt", "equal weights", "constrained")
+
+
+def table_metrics(pipe, preset, scorers: dict, n_images: int = 4, seed: int = 0, progress: bool = False) -> dict:
+    """Tables 1/4 over :func:`prompt_sets`: per set, Algorithm 3 on the prompt experts
+    (:func:`cda_lite.sd.compose.run`), then ``n_images`` images per method from the same x_T — the combined
+    prompt (" and "-joined), the equal-weight product, the constrained product — scored by every scorer
+    (min over prompts per image, :class:`ConceptScores`). Returns the per-method means over sets and the sets."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from cda_lite.sampling import sample
+    from cda_lite.sd import compose as C
+    from cda_lite.sd import sampling as S
+    from cda_lite.sd.device import pipe_device
+
+    rows = []
+    sched = S.schedule_of(pipe)
+    for i, prompts in enumerate(tqdm(prompt_sets(preset), disable=not progress, desc="prompt sets")):
+        q = replace(preset, prompts=prompts, seed=preset.seed + i)
+        experts = C.PromptExperts(pipe, prompts, q.guidance)
+        res = C.run(pipe, experts, q, keep_images=False)
+        x_T = S.initial_latents(pipe, n_images, q.height, q.width, torch.Generator().manual_seed(seed + i),
+                                device=pipe_device(pipe))
+        combined = S.SDEps(pipe.unet, q.guidance).set_prompts(pipe, [" and ".join(prompts)] * n_images)
+        models = dict(zip(METHODS, (combined, C.ProductEps(experts, np.full(len(prompts), 1 / len(prompts))),
+                                    C.ProductEps(experts, res.lam))))
+        row = {"prompts": prompts, "lam": res.lam.tolist()}
+        for name, model in models.items():
+            with torch.no_grad():
+                z = sample(model, sched, x_T.shape, steps=q.sample_steps, eta=q.eta, x_T=x_T, seed=seed + i)
+                images = S.decode(pipe, z)
+            row[name] = {k: v.mean_min for k, v in concept_metrics(images, prompts, scorers).items()}
+        rows.append(row)
+    means = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in scorers} for m in METHODS}
+    return {"preset": preset.name, "sets": len(rows), "images_per_set": n_images, "mean_min": means, "per_set": rows}

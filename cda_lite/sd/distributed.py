@@ -223,11 +223,12 @@ def save_png(grid: np.ndarray, path: str) -> None:
 
 
 def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: bool = True,
-                    max_steps: int | None = None) -> dict:
+                    max_steps: int | None = None, **run_kwargs) -> dict:
     """:func:`cda_lite.sd.train.run` under ``acc`` (made from ``p`` when None): data-parallel when the
     launch has several processes; process 0 writes ``out`` (logs, checkpoints, config.yaml), TensorBoard
     scalars every step and validation grids (``out/samples/step_NNNNNN.png`` and TensorBoard) every
-    ``p.validate_every`` steps and at the end. The summary gains ``world_size``, ``rank`` and ``sync``."""
+    ``p.validate_every`` steps and at the end. The summary gains ``world_size``, ``rank`` and ``sync``.
+    ``run_kwargs`` go to :func:`~cda_lite.sd.train.run` (``force_resume``, ``model_id``)."""
     from cda_lite.sd.train import run
 
     mp = getattr(p, "mixed_precision", "no")
@@ -266,7 +267,7 @@ def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: 
     try:
         with acc.autocast():
             summary = run(pipe, p, out, resume=resume, progress=progress and main, device=device,
-                          max_steps=max_steps, setup=_setup, main=main, on_step=on_step)
+                          max_steps=max_steps, setup=_setup, main=main, on_step=on_step, **run_kwargs)
         if main:
             validate(summary["step"])
     finally:
@@ -279,6 +280,7 @@ def run_accelerated(pipe, p, out: str, acc=None, resume: bool = True, progress: 
 
 
 def run_distributed(pipe, preset, out: str, resume: bool = True, progress: bool = True, device=None,
-                    max_steps: int | None = None) -> dict:
-    """Kept name: :func:`run_accelerated` (``device`` is the accelerator's)."""
-    return run_accelerated(pipe, preset, out, resume=resume, progress=progress, max_steps=max_steps)
+                    max_steps: int | None = None, **run_kwargs) -> dict:
+    """Kept name: :func:`run_accelerated` (``device`` is the accelerator's; ``run_kwargs`` go to
+    :func:`cda_lite.sd.train.run`: ``force_resume``, ``model_id``)."""
+    return run_accelerated(pipe, preset, out, resume=resume, progress=progress, max_steps=max_steps, **run_kwargs)

@@ -112,6 +112,9 @@ class LatentReward:
     """r(decode(z), prompt of the row) on flat latents, in chunks (checkpointed under autograd)."""
 
     def __init__(self, pipe, reward, prompts_per_row: list[str], shape, chunk: int | None = None):
+        from cda_lite.sd.rewards import follow
+
+        reward = follow(reward, next(pipe.vae.parameters()).device)  # score where the images are decoded
         self.pipe, self.reward, self.prompts, self.shape, self.chunk = pipe, reward, list(prompts_per_row), tuple(shape), chunk
 
     def images(self, z_flat: torch.Tensor) -> torch.Tensor:
@@ -169,19 +172,29 @@ def sd_das(pipe, reward, prompts: list[str], particles: int = 4, steps: int = 10
     return SDSample(res.x, _decode_all(pipe, res.x, shape, chunk), rows, res)
 
 
-def _experts(pipe, adapters, rows, guidance, shape, chunk):
-    return [FlatEps(pipe, rows, guidance, shape, adapter=a, chunk=chunk) for a in adapters]
+def _experts(pipe, adapters, rows, guidance, shape, chunk, steps=None, eta=1.0, base_final_step=False):
+    """One :class:`FlatEps` per adapter. ``base_final_step``: each adapter's ε is the base model's on the
+    chain's final (σ = 0) step, as the chain it was trained with (:func:`cda_lite.sd.train.aligned_eps`)."""
+    models = [FlatEps(pipe, rows, guidance, shape, adapter=a, chunk=chunk) for a in adapters]
+    if not base_final_step:
+        return models
+    from cda_lite.align import AlignedEps
+    from cda_lite.sampling import Chain
+
+    tail = int(Chain.make(S.schedule_of(pipe), steps, eta).ts[-1])
+    base = FlatEps(pipe, rows, guidance, shape, adapter="off", chunk=chunk)
+    return [m if a == "off" else AlignedEps(m, base, tail) for m, a in zip(models, adapters)]
 
 
 @torch.no_grad()
 def sd_db_mpa(pipe, adapters: list[str], weights, prompts: list[str], per_prompt: int = 1, steps: int = 50,
               eta: float = 1.0, guidance: float = 5.0, height: int = 512, width: int = 512, chunk: int | None = None,
-              seed: int = 0) -> SDSample:
+              seed: int = 0, base_final_step: bool = True) -> SDSample:
     """DB-MPA over LoRA adapters: the DDIM(η) sampler on ε̂ = Σ_i w_i ε_i (Σ w = 1), ε_i = the UNet
     with adapter i alone (:func:`cda_lite.inference.sample_db_mpa`)."""
     shape = latent_shape(pipe, height, width)
     rows = rows_of(prompts, per_prompt)
-    models = _experts(pipe, adapters, rows, guidance, shape, chunk)
+    models = _experts(pipe, adapters, rows, guidance, shape, chunk, steps, eta, base_final_step)
     x = inf.sample_db_mpa(models, weights, S.schedule_of(pipe), len(rows), steps=steps, eta=eta, seed=seed,
                           dim=int(torch.tensor(shape).prod()))
     return SDSample(x, _decode_all(pipe, x, shape, chunk), rows)
@@ -190,11 +203,11 @@ def sd_db_mpa(pipe, adapters: list[str], weights, prompts: list[str], per_prompt
 @torch.no_grad()
 def sd_db_kla(pipe, adapter: str, lam: float, prompts: list[str], per_prompt: int = 1, steps: int = 50,
               eta: float = 1.0, guidance: float = 5.0, height: int = 512, width: int = 512, chunk: int | None = None,
-              seed: int = 0) -> SDSample:
+              seed: int = 0, base_final_step: bool = True) -> SDSample:
     """DB-KLA: ε̂ = (1−λ) ε_pre + λ ε_adapter, ε_pre = the UNet with every adapter disabled, λ ∈ [0, 2]."""
     shape = latent_shape(pipe, height, width)
     rows = rows_of(prompts, per_prompt)
-    pre, ft = _experts(pipe, ["off", adapter], rows, guidance, shape, chunk)
+    pre, ft = _experts(pipe, ["off", adapter], rows, guidance, shape, chunk, steps, eta, base_final_step)
     x = inf.sample_db_kla(pre, ft, lam, S.schedule_of(pipe), len(rows), steps=steps, eta=eta, seed=seed,
                           dim=int(torch.tensor(shape).prod()))
     return SDSample(x, _decode_all(pipe, x, shape, chunk), rows)
@@ -203,12 +216,12 @@ def sd_db_kla(pipe, adapter: str, lam: float, prompts: list[str], per_prompt: in
 @torch.no_grad()
 def sd_blend_corrected(pipe, adapters: list[str], weights, prompts: list[str], per_prompt: int = 4, steps: int = 50,
                        eta: float = 1.0, guidance: float = 5.0, height: int = 512, width: int = 512,
-                       chunk: int | None = None, seed: int = 0) -> SDSample:
+                       chunk: int | None = None, seed: int = 0, base_final_step: bool = True) -> SDSample:
     """DB-MPA with the path-weight correction ∏_t Z_t (methods.md §6) as SMC, one run of ``per_prompt``
     particles per prompt (:func:`cda_lite.inference.sample_blend_corrected`); resampled output."""
     shape = latent_shape(pipe, height, width)
     rows = rows_of(prompts, per_prompt)
-    models = _experts(pipe, adapters, rows, guidance, shape, chunk)
+    models = _experts(pipe, adapters, rows, guidance, shape, chunk, steps, eta, base_final_step)
     res = inf.sample_blend_corrected(models, weights, S.schedule_of(pipe), per_prompt, steps=steps, eta=eta,
                                      groups=len(prompts), dim=int(torch.tensor(shape).prod()), seed=seed)
     return SDSample(res.x, _decode_all(pipe, res.x, shape, chunk), rows, res)
@@ -222,15 +235,17 @@ def run(pipe, preset, adapter_dirs: list[str] | None = None, reward=None, progre
 
     kw = dict(guidance=preset.guidance, height=preset.height, width=preset.width, chunk=preset.chunk,
               seed=preset.seed, steps=preset.steps, eta=preset.eta)
+    blend_kw = dict(base_final_step=preset.reference_final_step)
     if preset.method == "das":
         r = reward if reward is not None else get_reward(preset.reward)
         return sd_das(pipe, r, preset.prompts, particles=preset.particles, alpha=preset.alpha, gamma=preset.gamma,
                       progress=progress, **kw)
     names = L.attach_adapters(pipe, preset.adapters, adapter_dirs, tiny=preset.tiny, seed=preset.seed)
     if preset.method == "db_mpa":
-        return sd_db_mpa(pipe, names, preset.weights, preset.prompts, per_prompt=preset.particles, **kw)
+        return sd_db_mpa(pipe, names, preset.weights, preset.prompts, per_prompt=preset.particles, **kw, **blend_kw)
     if preset.method == "db_kla":
-        return sd_db_kla(pipe, names[0], preset.lam, preset.prompts, per_prompt=preset.particles, **kw)
+        return sd_db_kla(pipe, names[0], preset.lam, preset.prompts, per_prompt=preset.particles, **kw, **blend_kw)
     if preset.method == "blend_corrected":
-        return sd_blend_corrected(pipe, names, preset.weights, preset.prompts, per_prompt=preset.particles, **kw)
+        return sd_blend_corrected(pipe, names, preset.weights, preset.prompts, per_prompt=preset.particles, **kw,
+                                  **blend_kw)
     raise ValueError(f"unknown method {preset.method!r}")

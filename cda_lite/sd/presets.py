@@ -23,6 +23,12 @@ TRAIN_ANIMALS = [
 assert len(TRAIN_ANIMALS) == 45 and not set(TRAIN_ANIMALS) & set(EVAL_ANIMALS)
 
 
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SD14 = "CompVis/stable-diffusion-v1-4"
+# Tables 1/4 draw 50 random pairs/triplets; the pool they are drawn from is not recorded (ours: the 51 animals)
+CONCEPT_POOL = [f"a {a}" for a in TRAIN_ANIMALS + EVAL_ANIMALS]
+
+
 def animal_prompts(animals):
     return [f"a photo of a {a}" for a in animals]
 
@@ -56,12 +62,13 @@ class AlignPreset:
     random_truncation: bool = True  # K drawn uniformly from {k_min..K} per micro-batch (AlignProp)
     reference_final_step: bool = True  # last (σ = 0) step by the frozen base: the KL cannot see it
     checkpointing: bool = True  # gradient checkpointing of every UNet/VAE call
-    kl_weight: float = 0.1  # the paper's KL penalty (its public code never applies it; we do)
+    kl_weight: float = 1.655e-5  # the paper's 0.1 / ρ_path (15 steps, 512 px): cda_lite.sd.calibration.kl_weight
     dual: str = "nupi"  # "nupi" (νPI controller) or "ascent" (projected dual ascent)
     dual_lr: float = 0.05  # κ_i of νPI / η of projected ascent
     kappa_p: float = 0.0  # νPI proportional gain
     nu: float = 0.0  # νPI EMA factor
-    dual_warmup: int = 0  # dual steps over which the dual step ramps up
+    dual_warmup: int = 10  # dual steps over which the dual step ramps up (public code: 10 epochs)
+    dual_every: int = 1  # optimiser steps per dual step (public code: one per epoch = one per step here)
     lam_init: float = 0.2  # initial λ of every constraint
     fixed_weights: bool = False  # baseline: λ frozen at lam_init (the weighted objective)
     height: int = 512  # image size (pixels)
@@ -69,13 +76,16 @@ class AlignPreset:
     grad_clip: float = 1.0
     checkpoint_every: int = 5  # optimiser steps between checkpoints (trainer state + LoRA)
     seed: int = 0
+    eval_images: int = 64  # images per evaluation (evaluate()); the paper's count is not recorded
+    eval_seed: int = 1234  # seed of the evaluation's x_T and step noise
+    reward_stats: dict = field(default_factory=dict)  # {reward: (mean, std)} replacing Table 7's (refit_stats)
+    model_id: str = SD15  # the base model (hub id; a local folder is passed to the CLI instead)
     published: str = ""  # what the paper reports for this experiment
     tiny: bool = False  # runs on the tiny random pipeline
     calibration_images: int = 16  # pretrained-model images measuring a reward's σ (units "sigma", no Table 7)
     # the rest of Algorithm 1's settings (cda_lite.align.AlignConfig, same names and defaults there)
     optimizer: str = "adamw"  # "adam" | "adamw" (the SD runs) | "sgd"
     lr_cosine: bool = False  # cosine decay of lr to 5 % over the steps
-    dual_every: int = 1  # primal steps per dual step
     lam_average: float = 0.25  # λ reported = average over this last fraction of dual steps
     polish: float = 0.0  # last fraction of primal steps at λ frozen to that average
     patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
@@ -95,7 +105,7 @@ class ComposePreset:
     adapters: list = field(default_factory=list)  # reward names of the Table 2 adapters (experts="lora")
     prompts: list = field(default_factory=lambda: animal_prompts(EVAL_ANIMALS))  # sampling prompts
     dual_steps: int = 5  # dual updates
-    dual_lr: float = 1.0  # η_0
+    dual_lr: float = 2.353e-4  # η_0: the paper's 1.0 / ρ (25 steps, 512 px), cda_lite.sd.calibration.dual_lr
     dual_decay: float = 0.9  # η_k = η_0 · decay^k
     lam_average: int = 1  # λ reported = mean of the last iterates (Table 1: 5)
     sample_steps: int = 25  # DDIM steps (trailing spacing)
@@ -108,6 +118,11 @@ class ComposePreset:
     height: int = 512
     width: int = 512
     seed: int = 0
+    reference_final_step: bool = True  # the chain's last (σ = 0) step by the base model, as in training
+    model_id: str = SD15
+    n_sets: int = 1  # Tables 1/4: number of random prompt sets (pairs/triplets) drawn from concept_pool
+    sets_seed: int = 0  # seed of those draws
+    concept_pool: list = field(default_factory=list)  # prompts the sets are drawn from
     published: str = ""
     tiny: bool = False
 
@@ -134,6 +149,7 @@ class InferencePreset:
     height: int = 512
     width: int = 512
     seed: int = 0
+    reference_final_step: bool = True  # blends: each adapter's last (σ = 0) step by the base model, as trained
     published: str = ""
     tiny: bool = False
 
@@ -151,19 +167,22 @@ _PRESETS = {
                   "KL; 64 vs 60 min"),
     "table2": AlignPreset(
         "table2", [ConstraintSpec("aesthetic", ">=", 1.0)], steps=10, sample_steps=50, grad_steps=10,
+        kl_weight=5.709e-5,  # 0.1 / ρ_path at 50 steps
         published="single-reward adapters (hps, aesthetic, imagereward, pickscore, mps): inputs of Figs. 5/6"),
     "fig5": ComposePreset(
         "fig5", "lora", adapters=["hps", "aesthetic", "imagereward", "pickscore", "mps"],
         published="equal weights loses up to 30 % of some single-reward gains; constrained keeps all; "
                   "KL to each adapter equalised (Fig. 6)"),
     "table1": ComposePreset(
-        "table1", "prompts", prompts=["a cat", "a dog"], dual_steps=50, dual_lr=0.05, dual_decay=1.0,
-        lam_average=5, sample_steps=10, guidance=12.0, kl_guidance=120.0,
+        "table1", "prompts", prompts=["a cat", "a dog"], dual_steps=50, dual_lr=4.706e-6, dual_decay=1.0,
+        lam_average=5, sample_steps=10, guidance=12.0, kl_guidance=120.0, model_id=SD14, n_sets=50,
+        concept_pool=CONCEPT_POOL,
         published="min CLIP / min BLIP (SD 1.4): combined prompt 22.1/0.204; equal 22.7/0.252; "
                   "constrained 22.9/0.268 (50 random pairs)"),
     "table4": ComposePreset(
-        "table4", "prompts", prompts=["a cat", "a dog", "an owl"], dual_steps=50, dual_lr=0.05,
-        dual_decay=1.0, lam_average=5, sample_steps=10, guidance=12.0, kl_guidance=120.0,
+        "table4", "prompts", prompts=["a cat", "a dog", "an owl"], dual_steps=50, dual_lr=4.706e-6,
+        dual_decay=1.0, lam_average=5, sample_steps=10, guidance=12.0, kl_guidance=120.0, model_id=SD14,
+        n_sets=50, concept_pool=CONCEPT_POOL,
         published="min CLIP / min BLIP: 21.52/0.206; equal 22.18/0.203; constrained 22.45/0.221 (50 triplets)"),
     "das": InferencePreset(
         "das", "das", reward="aesthetic", particles=4, steps=100, gamma=0.008,
@@ -172,6 +191,9 @@ _PRESETS = {
         "blend", "db_mpa", adapters=["aesthetic", "pickscore"], weights=[0.5, 0.5], particles=1, steps=50,
         gamma=None, published="Diffusion Blend (arXiv 2505.18547): 50 DDIM steps, η = 1"),
 }
+
+# the paper's values that ours are derived from (cda_lite.sd.calibration; Chapter 10)
+PAPER = {"kl_weight": 0.1, "dual_lr": {"fig5": 1.0, "table1": 0.05, "table4": 0.05}}
 
 # weight-free / tiny stand-ins for the weight-based rewards in the tiny variants
 _TINY_REWARD = {"mps": "tiny_clip", "aesthetic": "colourfulness", "pickscore": "tiny_clip", "hps": "brightness",
@@ -185,17 +207,22 @@ def get_preset(name: str, tiny: bool = False):
     p = replace(_PRESETS[name])
     if not tiny:
         return p
+    from cda_lite.sd import calibration as K
+
+    tiny_dims = K.latent_dims(32, 32, factor=2)  # the tiny pipeline: 32 px images, 16×16×4 latents
     if isinstance(p, AlignPreset):
         cons = [ConstraintSpec(_TINY_REWARD.get(c.reward, c.reward), c.direction, c.level) for c in p.constraints]
         return replace(p, constraints=cons, steps=4, images_per_step=4, micro_batch=2, sample_steps=4,
                        grad_steps=min(3, p.grad_steps), checkpointing=False, height=32, width=32,
-                       train_prompts=p.train_prompts[:8], checkpoint_every=2, tiny=True)
+                       train_prompts=p.train_prompts[:8], checkpoint_every=2, eval_images=4, dual_warmup=2,
+                       kl_weight=K.kl_weight(PAPER["kl_weight"], tiny_dims, 4), tiny=True)
     if isinstance(p, InferencePreset):
         return replace(p, reward=_TINY_REWARD.get(p.reward, p.reward), adapters=[_TINY_REWARD.get(a, a) for a in p.adapters],
                        prompts=p.prompts[:2], steps=6, gamma=None, chunk=2, height=16, width=16, tiny=True)
     return replace(p, adapters=[_TINY_REWARD.get(a, a) for a in p.adapters][:3],
                    prompts=p.prompts[:3], dual_steps=min(p.dual_steps, 3), sample_steps=4, batch=2,
-                   kl_timesteps=2, height=32, width=32, tiny=True)
+                   kl_timesteps=2, height=32, width=32, n_sets=min(p.n_sets, 2),
+                   dual_lr=K.dual_lr(PAPER["dual_lr"][name], tiny_dims, 4), tiny=True)
 
 
 def published(key: str | None = None) -> dict:
@@ -256,6 +283,6 @@ def derived(p) -> dict:
 
 def describe(p) -> str:
     lines = [f"preset {p.name}{' (tiny)' if p.tiny else ''}"]
-    lines += [f"  {k} = {v}" for k, v in asdict(p).items() if k not in ("train_prompts", "eval_prompts")]
+    lines += [f"  {k} = {v}" for k, v in asdict(p).items() if k not in ("train_prompts", "eval_prompts", "concept_pool")]
     lines += [f"  [derived] {k} = {v}" for k, v in derived(p).items()]
     return "\n".join(lines)

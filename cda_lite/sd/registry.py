@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from cda_lite import rewards as wf
 from cda_lite.constraints import RewardNormalizer
-from cda_lite.sd.rewards import MPS, HPS, Aesthetic, CLIPScore, ImageReward, PickScore, TinyCLIPReward, WeightFree
+from cda_lite.sd.rewards import MPS, HPS, Aesthetic, CLIPScore, ImageReward, PickScore, WeightFree
 
 WEIGHTED = {"aesthetic": Aesthetic, "hps": HPS, "pickscore": PickScore, "imagereward": ImageReward,
-            "mps": MPS, "clip": CLIPScore, "tiny_clip": TinyCLIPReward}
-TINY = ("tiny_aesthetic", "tiny_hps", "tiny_pickscore", "tiny_imagereward", "tiny_mps", "tiny_clip_score")
+            "mps": MPS, "clip": CLIPScore}
+TINY = ("tiny_aesthetic", "tiny_hps", "tiny_pickscore", "tiny_imagereward", "tiny_mps", "tiny_clip_score", "tiny_clip")
 
 
 def known() -> list[str]:

@@ -72,6 +72,9 @@ class WeightFree:
     def __call__(self, images, prompts=None):
         return self.fn(images)
 
+    def to(self, device):  # no weights: computed wherever the images are
+        return self
+
 
 class LazyScorer:
     """Base of the weight-based rewards: resolves where the weights are, loads them on first call
@@ -115,6 +118,19 @@ class LazyScorer:
 
     def _place(self, module):
         return module.to(self.device) if self.device is not None else module
+
+    def _modules(self) -> list:
+        """The loaded networks (the Aesthetic head adds its CLIP)."""
+        return [m for m in (self._model, getattr(self, "clip", None)) if isinstance(m, torch.nn.Module)]
+
+    def to(self, device):
+        """Follow the pipeline's device: the networks move now if loaded, else when they load
+        (as ``nn.Module.to``; returns self). Training, DAS, evaluation and the concept metrics call it."""
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None:
+            for m in self._modules():
+                m.to(self.device)
+        return self
 
     @property
     def model_device(self):
@@ -389,37 +405,9 @@ class MPS(LazyScorer):
         return s.to(images.dtype).to(images.device)
 
 
-class TinyCLIPReward(torch.nn.Module):
-    """A tiny randomly initialised CLIP (vision + text towers, width 32) with the interface of the
-    prompt-aware rewards: 100·cos(image, prompt). A stand-in for tests; its values mean nothing."""
-
-    needs_prompts = True
-    name = "tiny_clip"
-
-    def __init__(self, seed: int = 0, image_size: int = 32):
-        super().__init__()
-        from transformers import CLIPConfig, CLIPModel
-
-        from cda_lite.sd.tiny import TINY_PROMPT_LENGTH, tiny_tokenizer
-
-        self.tokenizer = tiny_tokenizer()
-        torch.manual_seed(seed)
-        cfg = CLIPConfig(
-            text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                             vocab_size=len(self.tokenizer), max_position_embeddings=TINY_PROMPT_LENGTH,
-                             bos_token_id=0, eos_token_id=1, pad_token_id=1),
-            vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                               image_size=image_size, patch_size=8),
-            projection_dim=16)
-        self.model = CLIPModel(cfg).eval().requires_grad_(False)
-        self.image_size = image_size
-
-    def forward(self, images, prompts=None):
-        if prompts is None or len(prompts) != images.shape[0]:
-            raise ValueError("tiny_clip reward: needs one prompt per image")
-        m = self.model
-        img = _features(m.get_image_features(pixel_values=clip_preprocess(images, self.image_size)))
-        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        txt = _features(m.get_text_features(input_ids=tok.input_ids))
-        return 100.0 * F.cosine_similarity(img, txt, dim=-1)
+def follow(reward, device):
+    """Move ``reward``'s networks to ``device`` (the pipeline's): every reward here has ``.to``; a plain
+    callable is returned as is. ``device=None`` leaves it where it is."""
+    if device is not None and hasattr(reward, "to"):
+        reward.to(device)
+    return reward

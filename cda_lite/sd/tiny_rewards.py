@@ -213,3 +213,43 @@ def tiny_blip2_itm(seed: int = 6, mode: str = "itm", device=None):
     Blip2ForImageTextRetrieval(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return _loaded(Blip2ITM(path=folder, mode=mode, device=device), folder)
+
+
+class TinyCLIPReward(torch.nn.Module):
+    """A tiny randomly initialised CLIP (vision + text towers, width 32) with the interface of the
+    prompt-aware rewards: 100·cos(image, prompt). A stand-in for tests; its values mean nothing."""
+
+    needs_prompts = True
+    name = "tiny_clip"
+
+    def __init__(self, seed: int = 0, image_size: int = 32):
+        super().__init__()
+        from transformers import CLIPConfig, CLIPModel
+
+        self.tokenizer = tiny_tokenizer()
+        torch.manual_seed(seed)
+        cfg = CLIPConfig(
+            text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                             vocab_size=len(self.tokenizer), max_position_embeddings=TINY_PROMPT_LENGTH,
+                             bos_token_id=0, eos_token_id=1, pad_token_id=1),
+            vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                               image_size=image_size, patch_size=8),
+            projection_dim=16)
+        self.model = CLIPModel(cfg).eval().requires_grad_(False)
+        self.image_size = image_size
+
+    def forward(self, images, prompts=None):
+        if prompts is None or len(prompts) != images.shape[0]:
+            raise ValueError("tiny_clip reward: needs one prompt per image")
+        m = self.model
+        dev = next(m.parameters()).device
+        img = R._features(m.get_image_features(pixel_values=R.clip_preprocess(images, self.image_size).to(dev)))
+        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                             max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        txt = R._features(m.get_text_features(input_ids=tok.input_ids.to(dev)))
+        return (100.0 * torch.nn.functional.cosine_similarity(img, txt, dim=-1)).to(images.device)
+
+
+def tiny_clip(seed: int = 0, image_size: int = IMAGE) -> TinyCLIPReward:
+    """``get_reward("tiny_clip")``: :class:`TinyCLIPReward`."""
+    return TinyCLIPReward(seed, image_size)

@@ -14,18 +14,20 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from cda_lite.align import AlignConfig, PrimalDualTrainer
+from cda_lite.align import AlignConfig, AlignedEps, PrimalDualTrainer
+from cda_lite import checkpoint as C
 from cda_lite.checkpoint import atomic_write_json
 from cda_lite.constraints import Constraint
 from cda_lite.differentiable import sample_differentiable
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 from cda_lite.sd.presets import AlignPreset, derived
+from cda_lite.sd.device import pipe_device
 from cda_lite.sd.registry import normalizer
+from cda_lite.sd.rewards import follow
 
 
 class PromptContext:
@@ -43,15 +45,13 @@ def make_constraints(preset: AlignPreset, ctx: PromptContext, device=None, pipe=
     out = []
     for i, spec in enumerate(preset.constraints):
         check_spec(spec, f"constraints[{i}]")
-        r = resolve_reward(spec.reward)
-        if isinstance(r, torch.nn.Module) and device is not None:
-            r.to(device)
+        r = follow(resolve_reward(spec.reward), device)  # the reward's networks on the pipeline's device
 
         def value(images, r=r):
             return r(images, ctx.prompts)
         name = reward_name(spec.reward)
         units = getattr(spec, "units", "auto")
-        norm = None if units == "raw" or not isinstance(spec.reward, str) else normalizer(spec.reward)
+        norm = None if units == "raw" or not isinstance(spec.reward, str) else normalizer(spec.reward, getattr(preset, "reward_stats", None))
         if units == "sigma" and norm is None:
             if pipe is None:
                 raise ValueError(f"constraints[{i}]: units 'sigma' for {name!r} needs the pipeline to measure σ")
@@ -98,6 +98,7 @@ def build(pipe, p: AlignPreset, device=None, adapter: str = "default"):
         raise ValueError(f"dual must be 'nupi' or 'ascent', got {p.dual!r}")
     if p.eta <= 0:
         raise ValueError("eta must be > 0: the path-wise KL needs a stochastic sampler")
+    device = pipe_device(pipe) if device is None else device
     params = L.add_lora(pipe.unet, p.lora_rank, name=adapter)
     eps = S.SDEps(pipe.unet, p.guidance)
     ref = S.AdapterOff(eps)
@@ -150,11 +151,38 @@ def _write_logs(trainer, names, out):
     os.replace(tmp, os.path.join(out, "log.csv"))
 
 
+# preset fields that do not change the trajectory (steps may grow; evaluation and notes)
+# Fields that do not change the trained model: evaluation, logging and run control (a resumed run may
+# change them), besides the trainer's own (steps, checkpoint interval: cda_lite.align).
+RESUME_IGNORES = ("eval_prompts", "published", "resume", "validate_every", "validation_prompts", "validation_seeds",
+                  "tensorboard", "eval_prompts_file")
+
+
+def run_identity(p: AlignPreset, model_id: str | None = None) -> dict:
+    """What a checkpoint of this run records about its preset and model (compared on resume)."""
+    from dataclasses import asdict, fields
+    # the preset's own fields: a TrainConfig (cda_lite.sd.config) adds run control that does not change the model
+    return {"preset": {f.name: asdict(p)[f.name] for f in fields(AlignPreset)}, "model": model_id}
+
+
+def check_resume(out: str, p: AlignPreset, model_id: str | None = None, force: bool = False) -> None:
+    """Before any pipeline is built: refuse to resume ``out/checkpoint.pt`` under another preset, seed,
+    baseline, constraints or model (:class:`~cda_lite.checkpoint.ConfigMismatchError`) unless ``force``."""
+    path = os.path.join(out, "checkpoint.pt")
+    header = C.read_header(path)  # every file corrupt: CorruptCheckpointError, one line
+    if header is not None and not header.get("legacy"):
+        saved = {k: (header.get("config") or {}).get(k) for k in ("preset", "model")}
+        C.check_resume_config(saved, run_identity(p, model_id), path,
+                              ignore=RESUME_IGNORES + PrimalDualTrainer.RESUME_IGNORES, force=force)
+
+
 def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = True, device=None,
-        max_steps: int | None = None, setup=None, main: bool = True, on_step=None) -> dict:
+        max_steps: int | None = None, setup=None, main: bool = True, on_step=None, force_resume: bool = False,
+        model_id: str | None = None) -> dict:
     """Train, logging every step (log.jsonl, log.csv), checkpointing every ``p.checkpoint_every`` steps
-    (checkpoint.pt + lora/), resuming from ``out/checkpoint.pt`` when ``resume``. A non-finite loss
-    stops the run (the last checkpoint is kept) and re-raises. Returns the summary (also summary.json).
+    (checkpoint.pt + lora/, the last two kept), resuming from ``out/checkpoint.pt`` when ``resume`` — refused
+    under another preset/seed/baseline/model unless ``force_resume``. A non-finite loss or gradient stops
+    the run before the step (nothing non-finite is saved) with the last finite checkpoint's path. Returns the summary (also summary.json).
 
     ``setup(trainer)`` runs right after the trainer is built (the multi-process run of
     :mod:`cda_lite.sd.distributed` installs its synchronisation there); ``on_step(trainer)`` after every
@@ -167,9 +195,11 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     trainer, eps, ref, chain, ctx = build(pipe, p, device)
     if setup is not None:
         setup(trainer)
+    trainer.extra_config = run_identity(p, model_id)
+    trainer.RESUME_IGNORES = PrimalDualTrainer.RESUME_IGNORES + RESUME_IGNORES
     ckpt = os.path.join(out, "checkpoint.pt")
-    if resume and os.path.exists(ckpt):
-        trainer.resume(ckpt)
+    if resume and C.exists(ckpt):
+        trainer.resume(ckpt, force=force_resume)
     names = [c.name for c in trainer.constraints]
     status = "done"
     t0 = time.time()
@@ -187,7 +217,8 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     except FloatingPointError as e:
         status = f"stopped: {e}"
         if main:
-            atomic_write_json({"status": status, "step": trainer.step}, os.path.join(out, "summary.json"))
+            atomic_write_json({"status": status, "step": trainer.step, "last_checkpoint": trainer.last_checkpoint},
+                              os.path.join(out, "summary.json"))
         raise
     if main:
         trainer.save(ckpt)
@@ -203,18 +234,36 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
     return summary
 
 
+def aligned_eps(eps, chain, reference_final_step: bool = True):
+    """The ε of the chain that training runs: the LoRA UNet on the stochastic steps and, with
+    ``reference_final_step``, the frozen base on the final σ = 0 step (:class:`cda_lite.align.AlignedEps`,
+    t ≤ the chain's last timestep). Evaluation samples this chain, so it reports the trained model."""
+    if not reference_final_step:
+        return eps
+    return AlignedEps(eps, S.AdapterOff(eps), int(chain.ts[-1]))
+
+
 @torch.no_grad()
-def evaluate(pipe, p: AlignPreset, n: int = 8, seed: int = 1234, adapter_on: bool = True, device=None) -> dict:
-    """Mean raw reward of each constraint over ``n`` images of the evaluation prompts (adapter on/off)."""
-    gen = torch.Generator().manual_seed(seed)
+def evaluate(pipe, p: AlignPreset, n: int | None = None, seed: int | None = None, adapter_on: bool = True,
+             device=None) -> dict:
+    """Mean raw reward of each constraint over ``n`` images of the evaluation prompts (default
+    ``p.eval_images``, seed ``p.eval_seed``), sampled by the trained chain (:func:`aligned_eps`) or, with
+    ``adapter_on=False``, the base model; the rewards run on the pipeline's device."""
+    n = p.eval_images if n is None else int(n)
+    gen = torch.Generator().manual_seed(p.eval_seed if seed is None else int(seed))
     eps = S.SDEps(pipe.unet, p.guidance)
     prompts = [p.eval_prompts[i % len(p.eval_prompts)] for i in range(n)]
-    eps.set_prompts(pipe, prompts)
-    model = eps if adapter_on else S.AdapterOff(eps)
     chain = S.make_chain(pipe, p.sample_steps, p.eta)
-    x_T = S.initial_latents(pipe, n, p.height, p.width, gen, device=device)
-    x0 = sample_differentiable(model, chain, x_T, generator=gen).x0
-    images = S.decode(pipe, x0)
+    model = aligned_eps(eps, chain, p.reference_final_step) if adapter_on else S.AdapterOff(eps)
+    device = pipe_device(pipe) if device is None else device
     from cda_lite.sd.config import resolve_reward, reward_name
-    return {reward_name(spec.reward): float(np.mean(resolve_reward(spec.reward)(images, prompts).cpu().numpy()))
-            for spec in p.constraints}
+    rewards = {reward_name(spec.reward): follow(resolve_reward(spec.reward), device) for spec in p.constraints}
+    values = {k: [] for k in rewards}
+    for a in range(0, n, p.micro_batch):  # micro-batches of the training size (memory)
+        rows = prompts[a:a + p.micro_batch]
+        eps.set_prompts(pipe, rows)
+        x_T = S.initial_latents(pipe, len(rows), p.height, p.width, gen, device=device)
+        images = S.decode(pipe, sample_differentiable(model, chain, x_T, generator=gen).x0)
+        for k, r in rewards.items():
+            values[k].append(torch.as_tensor(r(images, rows)).reshape(-1).double().cpu())
+    return {k: float(torch.cat(v).mean()) for k, v in values.items()}
