@@ -4,6 +4,7 @@
 #   make book PROFILE=full the same with the longer "full" profile
 #   make test              unit tests + every chapter as a notebook test (profile fast)
 #   make student           student edition, solutions removed: build/student/notebooks/*.ipynb + HTML
+#   make assignments       nbgrader course (source + release) from the chapters: build/assignments/
 #   make test-site         build the book, then check every page in headless Chromium (build/site-check/)
 #   make lab               JupyterLab, with the .md chapters opening as notebooks
 #   make clean             remove build outputs (make distclean also removes .venv)
@@ -35,10 +36,10 @@ export JUPYTER_PREFER_ENV_PATH := 1
 
 CHAPTERS := $(wildcard book/*.md)
 
-.PHONY: venv book student test test-site lab clean distclean help
+.PHONY: venv book student assignments test test-site lab clean distclean help
 
 help:
-	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMP)
 
@@ -79,6 +80,16 @@ student: $(STAMP)
 	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../notebooks//ipynb" $$notebooks; fi
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(STUDENT)/book -W --keep-going
 	@echo "Hand out $(STUDENT)/notebooks/; open $(STUDENT)/book/_build/html/index.html"
+
+# nbgrader course folder (tools/make_assignments.py): build/assignments/source/chNN/chNN.ipynb with
+# solution regions as ### BEGIN/END SOLUTION and one autograded cell per exercise check
+# (cda_lite.exercises.check, points = ★), then `nbgrader generate_assignment` into release/.
+# ASSIGNMENTS="03 07" limits it to some chapters. Grade in build/assignments with nbgrader's commands.
+COURSE      := build/assignments
+ASSIGNMENTS ?=
+assignments: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/make_assignments.py book $(COURSE) \
+	  $(if $(ASSIGNMENTS),--chapters $(ASSIGNMENTS))
 
 # Chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
 # pytest runs them with nbval next to the unit tests, in one command.
