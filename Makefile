@@ -20,8 +20,7 @@ PROFILE ?= fast
 # CPU wheel of torch, installed before anything else so no CUDA build is ever pulled in.
 TORCH   := torch==2.13.0
 EXTRAS  := book,test,lab,sd
-NBTEST  := build/nbtest
-# pytest-xdist workers; nbval needs every cell of a notebook on one worker (--dist loadscope).
+# pytest-xdist workers (each chapter is one test, so a chapter runs on one worker).
 JOBS    ?= 2
 # Threads per test worker (and per notebook kernel it starts): JOBS workers share the cores, and two
 # workers with two torch threads each slow the small networks down many times over.
@@ -61,7 +60,13 @@ $(STAMP): pyproject.toml
 	  '}' > $(LAB_SETTINGS)
 	touch $(STAMP)
 
+# Chapters run through MyST-NB's jupyter-cache (build/jupyter_cache_<profile>): outputs that
+# `make test` stored (tests/test_chapters.py) are rendered, not executed again. The cache is dropped
+# first when the library, the data or the book's configuration changed after it was written.
+JCACHE := build/jupyter_cache_$(PROFILE)
 book: $(STAMP)
+	@if [ -f $(JCACHE)/global.db ] && [ -n "$$(find cda_lite data book/_config.yml book/_ext \
+	  -newer $(JCACHE)/global.db -print -quit)" ]; then echo "library changed: clearing $(JCACHE)"; rm -rf $(JCACHE); fi
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build book -W --keep-going
 	@echo "Open book/_build/html/index.html"
 
@@ -91,16 +96,12 @@ assignments: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/make_assignments.py book $(COURSE) \
 	  $(if $(ASSIGNMENTS),--chapters $(ASSIGNMENTS))
 
-# Chapters that are MyST notebooks (jupytext front matter) become build/nbtest/*.ipynb;
-# pytest runs them with nbval next to the unit tests, in one command.
+# The unit tests and every chapter (tests/test_chapters.py: each MyST chapter run top to bottom,
+# as nbval --nbval-lax did) in one pytest command; the executed chapters go into the jupyter-cache
+# that `make book` renders from, so CI runs each chapter once (worksteal: the long chapters spread).
 test: $(STAMP)
-	@rm -rf $(NBTEST) && mkdir -p $(NBTEST)
-	@# One jupytext process for all chapters (its start-up costs seconds); the "../build/nbtest//"
-	@# prefix is relative to book/, so book/X.md becomes build/nbtest/X.ipynb.
-	@notebooks=$$(grep -l '^jupytext:' $(CHAPTERS) /dev/null); \
-	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../$(NBTEST)//ipynb" $$notebooks; fi
-	@rc=0; OMP_NUM_THREADS=$(TEST_THREADS) CDA_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
-	  --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests $(NBTEST) || rc=$$?; \
+	@rc=0; OMP_NUM_THREADS=$(TEST_THREADS) CDA_PROFILE=fast CDA_CHAPTER_CACHE=$(abspath build/jupyter_cache_fast) \
+	  $(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(PYTEST_ARGS) tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi; \
 	exit $$rc
 
