@@ -3,7 +3,7 @@
 #   make book              execute every chapter and build the HTML book (book/_build/html/)
 #   make book PROFILE=full the same with the longer "full" profile
 #   make test              unit tests + every chapter as a notebook test (profile fast)
-#   make student           student edition, solutions removed: build/student/notebooks/*.ipynb + HTML
+#   make student           student edition: executed, solutions removed, starter cells; notebooks + HTML
 #   make assignments       nbgrader course (source + release) from the chapters: build/assignments/
 #   make test-site         build the book, then check every page in headless Chromium (build/site-check/)
 #   make lab               JupyterLab, with the .md chapters opening as notebooks
@@ -70,20 +70,21 @@ book: $(STAMP)
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build book -W --keep-going
 	@echo "Open book/_build/html/index.html"
 
-# Student edition: a copy of book/ with every {solution-start}..{solution-end} and {solution} block
-# removed (tools/strip_solutions.py) in build/student/book/, its chapters as notebooks to hand out in
-# build/student/notebooks/, and its HTML in build/student/book/_build/html/. The copy is built with
-# execute_notebooks: off by default, for speed (`make book` and `make test` already execute every
-# chapter, solutions included; students run the notebooks themselves), so the student pages show
-# code without outputs; `make student STUDENT_EXECUTE=force` executes the chapters (as long as `make book`).
+# Student edition: a copy of book/ with a starter code cell under every exercise and every
+# {solution-start}..{solution-end} and {solution} block removed (tools/strip_solutions.py), in
+# build/student/book/; built and executed (outputs of everything but the solutions) through its own
+# jupyter-cache, build/student/build/jupyter_cache_<profile>, so a second `make student` reuses it.
+# The executed chapters, with outputs, are the notebooks to hand out: build/student/notebooks/.
+# `make student STUDENT_EXECUTE=off` skips execution (code without outputs, in seconds).
 STUDENT         := build/student
-STUDENT_EXECUTE ?= off
+STUDENT_EXECUTE ?= cache
 student: $(STAMP)
+	@c=$(STUDENT)/build/jupyter_cache_$(PROFILE); if [ -f $$c/global.db ] && [ -n "$$(find cda_lite data book \
+	  -newer $$c/global.db -print -quit)" ]; then echo "book changed: clearing $$c"; rm -rf $$c; fi
 	$(BIN)/python tools/strip_solutions.py book $(STUDENT)/book --execute $(STUDENT_EXECUTE)
-	@rm -rf $(STUDENT)/notebooks && mkdir -p $(STUDENT)/notebooks
-	@notebooks=$$(grep -l '^jupytext:' $(STUDENT)/book/*.md /dev/null); \
-	if [ -n "$$notebooks" ]; then $(BIN)/jupytext --quiet --to "../notebooks//ipynb" $$notebooks; fi
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(STUDENT)/book -W --keep-going
+	@rm -rf $(STUDENT)/notebooks && mkdir -p $(STUDENT)/notebooks
+	@cp $(STUDENT)/book/_build/jupyter_execute/[0-9][0-9]_*.ipynb $(STUDENT)/notebooks/
 	@echo "Hand out $(STUDENT)/notebooks/; open $(STUDENT)/book/_build/html/index.html"
 
 # nbgrader course folder (tools/make_assignments.py): build/assignments/source/chNN/chNN.ipynb with

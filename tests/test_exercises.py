@@ -464,9 +464,26 @@ def test_make_student_book(tmp_path):
     changed = mod.make_student_book(src, dst, execute="off")
     assert [p.name for p in changed] == ["ch.md"]
     student = (dst / "ch.md").read_text()
-    assert student == mod.add_language_info(ex.strip_solutions(CHAPTER))
+    assert student == mod.add_language_info(ex.strip_solutions(mod.add_starter_cells(CHAPTER)))
+    assert "# Exercise 9.1: your answer" in student and "secret" not in student
     assert "format_name: myst\nlanguage_info:\n  name: python\n" in student and "secret" not in student
     assert (dst / "plain.md").read_text() == "# No exercises\n"
     assert not (dst / "_build").exists()
     assert "execute_notebooks: off   # comment" in (dst / "_config.yml").read_text()
     assert (src / "ch.md").read_text() == CHAPTER  # the source is untouched
+
+
+def test_starter_cells_for_a_real_chapter():
+    spec = importlib.util.spec_from_file_location("strip_solutions", ROOT / "tools" / "strip_solutions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = (ROOT / "book" / "03_constrained_alignment.md").read_text()
+    student = ex.strip_solutions(mod.add_starter_cells(text))
+    tail = student[student.index("## Exercises"):]
+    starters = [c for c in tail.split("```{code-cell} ipython3\n")[1:]]
+    assert len(starters) == 4  # one per exercise, nothing else left in the exercises
+    for cell in starters:
+        compile(cell.split("\n```")[0], "starter", "exec")  # valid Python
+    assert "def snis_dual_ascent(R, b, eta, n_steps):" in tail and "raise NotImplementedError" in tail
+    assert '# check("ch3.snis_dual_ascent", snis_dual_ascent)' in tail
+    assert "def snis_expected" not in tail and "lam_mc" not in tail  # no solution code leaks
