@@ -3,9 +3,9 @@ chapter's title. Idempotent: an existing card (the block between the two CARD ma
 
     python tools/chapter_cards.py book
 
-Run times are wall-clock times of the chapter as a notebook test (nbval, profile ``fast``, one
-torch thread, on a shared 2-core machine), measured with tools/time_chapters.sh; the build's
-own timings are on the execution statistics page.
+Run times are wall-clock times of each chapter as a notebook test (nbval, profile ``fast``, one
+torch thread, one chapter at a time, on a 2-core machine shared with other jobs; measured
+2026-12-02); the build's own timings are on the execution statistics page.
 """
 from __future__ import annotations
 
@@ -36,17 +36,17 @@ CARDS = {
             "compare the learned multipliers and samples with the exact answer of Chapter 3",
             "estimate the path-wise KL of a fine-tuned sampler and avoid two gradient traps"],
            "{doc}`03_constrained_alignment`; stochastic gradient descent in PyTorch",
-           "any CPU", "about {04}"),
+           "any CPU", "about 2.5 min"),
     "05": (["solve the min–max composition (AND) exactly: the centre of the smallest enclosing circle",
             "measure the KL between two diffusion models with Lemma 2",
             "run Algorithms 2 and 3 and see where the dual-only version settles"],
            "{doc}`03_constrained_alignment` (duality) and {doc}`01_diffusion_2d` (ε-models)",
-           "any CPU", "about {05}"),
+           "any CPU", "about 2.5 min"),
     "06": (["state the fair mixture (OR) problem and its maximal-entropy dual",
             "express a diffusion model's cross-entropy as a weighted denoising loss",
             "learn the mixture weights with diffusion models"],
            "{doc}`05_products_of_experts`",
-           "any CPU", "about {06}"),
+           "any CPU", "about 1 min"),
     "07": (["compare training-free routes to the tilt: reward guidance, DAS (SMC), Diffusion Blend, MSDDA",
             "implement systematic resampling and measure each method's distance to the exact tilt",
             "explain the Jensen gap of blending scores and correct it with path weights"],
@@ -56,24 +56,24 @@ CARDS = {
             "compare it with two models we can write down: the best Gaussian and the ideal denoiser",
             "define rewards on pictures and check their gradients"],
            "{doc}`01_diffusion_2d`; convolutional networks at the level of using diffusers",
-           "any CPU (the pretrained checkpoint ships in data/)", "about {08}"),
+           "any CPU (the pretrained checkpoint ships in data/)", "about 1.5 min"),
     "09": (["normalise rewards in units of the pretrained model",
             "run constrained alignment, AND composition and DAS on pictures",
             "read what the multipliers say when nothing is exact"],
            "{doc}`04_learning_constraints`, {doc}`05_products_of_experts`, {doc}`07_inference_time`, {doc}`08_digits`",
-           "any CPU", "about {09}"),
+           "any CPU", "about 1 min"),
     "10": (["run the same primal–dual core on Stable Diffusion 1.5 with LoRA adapters",
             "normalise image rewards, estimate the KL to the frozen model and save a diffusers adapter",
             "know which of the paper's settings and numbers the code reproduces"],
            "{doc}`04_learning_constraints`, {doc}`09_images`",
            "CPU with a tiny random pipeline (profiles fast and full); the real runs need a CUDA GPU and the "
-           "SD 1.5 weights (`CDA_DEVICE=cuda`)", "about {10}"),
+           "SD 1.5 weights (`CDA_DEVICE=cuda`)", "about 30 s"),
     "11": (["compose LoRA experts and prompt concepts with Algorithm 3 at SD scale",
             "keep sampling and KL measurement on one distribution",
             "compare with the inference-time rivals on images"],
            "{doc}`05_products_of_experts`, {doc}`07_inference_time`, {doc}`10_sd_constraints`",
            "CPU with a tiny random pipeline; the real runs need a CUDA GPU and the SD 1.5 weights "
-           "(`CDA_DEVICE=cuda`)", "about {11}"),
+           "(`CDA_DEVICE=cuda`)", "about 45 s"),
 }
 
 
