@@ -340,7 +340,7 @@ def composition_figure(experts, lams, labels=None, box=None, lam_star=None, figs
     fig, grid = plt.subplots(nrows, ncols, figsize=figsize or (4.3 * ncols, 4.0 * nrows), squeeze=False)
     axes = list(grid.ravel())
     for ax in axes[k + 1:]:
-        ax.set_visible(False)
+        ax.remove()  # an odd number of panels leaves one grid cell empty
     axes = axes[:k + 1]
     frames = []
     for ax, lam, label in zip(axes[:-1], lams, labels):
