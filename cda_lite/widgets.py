@@ -254,7 +254,7 @@ def composition_view(experts, lam, ax=None, kl_ax=None, box=None, n: int = 150, 
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     if legend:
-        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+        ax.legend(loc="lower left", fontsize=9, framealpha=0.8)
     if kl_ax is not None:
         idx = np.arange(len(experts))
         kl_ax.bar(idx, kls, color=[_EXPERT_COLOURS[i % len(_EXPERT_COLOURS)] for i in idx], alpha=0.8)
