@@ -258,7 +258,7 @@ def main(argv=None) -> int:
         print(f"make_assignments: {err}", file=sys.stderr)
         return 2
     for name, points in made.items():
-        print(f"{name}: {points} points")
+        print(f"{name}: {points} point{'' if points == 1 else 's'} (autograded)")
     print(f"nbgrader course in {args.course} ({'source + release' if not args.no_release else 'source'})")
     return 0
 
