@@ -113,8 +113,11 @@ test: $(STAMP)
 # internal link; notebook pages must offer their .ipynb. Screenshots and report.{txt,json} go to
 # build/site-check/; the target fails on any problem.
 SITE_CHECK := build/site-check
+# Then Chapter 3 opened in JupyterLab in the same browser (tools/lab_check.py): jupyterlab-myst must
+# render its directives and roles (no raw MyST visible).
 test-site: book
 	$(BIN)/python tools/site_check.py book/_build/html --screenshots $(SITE_CHECK) --install-browser
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/lab_check.py book/03_constrained_alignment.md
 
 lab: $(STAMP)
 	CDA_PROFILE=$(PROFILE) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

@@ -1,4 +1,7 @@
-"""Repository-wide pytest set-up for chapters run as notebook tests (nbval).
+"""Repository-wide pytest set-up for chapters run as notebook tests (nbval), by hand.
+
+(`make test` now runs the chapters with tests/test_chapters.py, which stores them for the book
+build; this set-up still serves `pytest --nbval-lax` on converted chapters.)
 
 `make test` converts each MyST chapter ``book/X.md`` to ``build/nbtest/X.ipynb`` and runs it with
 ``--nbval-lax``. Two adjustments make that run match the book build (`make book`):
