@@ -3,7 +3,7 @@
 (`make test` now runs the chapters with tests/test_chapters.py, which stores them for the book
 build; this set-up still serves `pytest --nbval-lax` on converted chapters.)
 
-`make test` converts each MyST chapter ``book/X.md`` to ``build/nbtest/X.ipynb`` and runs it with
+Run by hand, each MyST chapter ``book/X.md`` converted to ``build/nbtest/X.ipynb`` runs with
 ``--nbval-lax``. Two adjustments make that run match the book build (`make book`):
 
 - the kernel's working directory is ``book/`` (as in Jupyter Book), not ``build/nbtest/``, so
