@@ -238,7 +238,7 @@ def _dual_problems():
     ]
 
 
-DUAL_ETA, DUAL_STEPS = 0.2, 5000
+DUAL_ETA, DUAL_STEPS = 0.2, 1000
 
 
 def dual_cases():
