@@ -1,6 +1,9 @@
-"""Repository-wide pytest set-up for chapters run as notebook tests (nbval).
+"""Repository-wide pytest set-up for chapters run as notebook tests (nbval), by hand.
 
-`make test` converts each MyST chapter ``book/X.md`` to ``build/nbtest/X.ipynb`` and runs it with
+(`make test` now runs the chapters with tests/test_chapters.py, which stores them for the book
+build; this set-up still serves `pytest --nbval-lax` on converted chapters.)
+
+Run by hand, each MyST chapter ``book/X.md`` converted to ``build/nbtest/X.ipynb`` runs with
 ``--nbval-lax``. Two adjustments make that run match the book build (`make book`):
 
 - the kernel's working directory is ``book/`` (as in Jupyter Book), not ``build/nbtest/``, so

@@ -296,6 +296,26 @@ def is_notebook_source(path: Path) -> bool:
     return bool(re.search(r"^(jupytext|kernelspec):", head, re.M))
 
 
+def duplicated_streams(path: Path) -> list[str]:
+    """Cells of a notebook whose stream output repeats itself: a stream chunk equal to the previous
+    chunk of the same stream, or already at the end of it (what MyST-NB 1.4's ``nb_merge_streams``
+    leaves in the notebooks it writes; ``book/_ext/merge_streams_fix.py`` fixes that)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        last: dict[str, str] = {}
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "stream":
+                continue
+            text, name = "".join(out.get("text", "")), out.get("name", "")
+            prev = last.get(name)
+            if prev is not None and text.strip() and (prev == text or prev.rstrip().endswith("\n" + text.rstrip())):
+                found.append(f"cell {i}: {text.strip()[:60]!r}")
+                break
+            last[name] = text
+    return found
+
+
 def list_pages(site: Path) -> list[str]:
     """Every HTML page of the site (relative POSIX paths), theme templates in _static/ excluded."""
     pages = []
@@ -542,6 +562,10 @@ def check_site(site: str | Path, screenshots: str | Path | None = None, pages: l
                     nb_links = [lk["href"] for lk in info["links"] if urlsplit(lk["href"]).path.endswith(".ipynb")]
                     if not nb_links:
                         problems.append(Problem(page, "download", "no .ipynb download link on a notebook page"))
+                    ipynb = site / "_sources" / Path(page).with_suffix(".ipynb")
+                    if ipynb.is_file():
+                        for where in duplicated_streams(ipynb):
+                            problems.append(Problem(page, "download", f"duplicated stream output in the .ipynb: {where}"))
 
                 if shot_dir is not None and src is not None and res.redirect is None:
                     shot = shot_dir / (page[: -len(".html")].replace("/", "__") + ".png")

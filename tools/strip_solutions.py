@@ -2,8 +2,9 @@
 
     python tools/strip_solutions.py book build/student/book [--execute off|force]
 
-Copies SRC to DST (without build outputs), strips the solutions from every MyST chapter with
-:func:`strip_solutions`, links DST/../cda_lite to the library (chapters
+Copies SRC to DST (without build outputs), adds a starter code cell under every exercise (the
+function to write, with its signature and its ``check``, for implement-a-piece exercises), strips
+the solutions from every MyST chapter with :func:`strip_solutions`, links DST/../cda_lite to the library (chapters
 literalinclude ``../cda_lite/...``), adds ``language_info`` to the chapters' front matter (code
 highlighting without execution) and sets ``execute_notebooks`` in DST/_config.yml. Used by
 ``make student``; jupytext and jupyter-book then turn DST into notebooks and HTML.
@@ -15,7 +16,14 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cda_lite.exercises import _CHECKS  # noqa: E402
 
 IGNORE = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__", "*.ipynb")
 
@@ -87,6 +95,49 @@ def add_language_info(text: str) -> str:
     return text[:end + 1] + LANGUAGE_INFO + text[end + 1:]
 
 
+_EX_START = re.compile(r"^(`{3,}|:{3,})\{exercise-start\}[^\n]*\n(?::[^\n]*\n)*?:label:\s*(?P<label>\S+)[^\n]*\n(?::[^\n]*\n)*\1\n",
+                       re.M)
+_EX_END = re.compile(r"^(`{3,}|:{3,})\{exercise-end\}[^\n]*\n\1[ \t]*\n", re.M)
+_CHECK = re.compile(r"""^\s*(?:assert\s+)?check\(\s*["'](?P<name>[\w.]+)["']\s*,\s*(?P<fn>\w+)\s*\)""", re.M)
+
+
+def starter_cell(label: str, solution: str) -> str:
+    """The code cell a student starts from: the function to write (signature as in the solution) and
+    its check, or a place for the answer."""
+    m = re.fullmatch(r"ch(\d+)-ex(\d+)", label)
+    title = f"Exercise {m[1]}.{m[2]}" if m else label
+    lines = [f"# {title}: your answer (a starter cell of the student edition)."]
+    for m in _CHECK.finditer(solution):
+        name, fn = m["name"], m["fn"]
+        c = _CHECKS[name]
+        d = re.search(rf"^def {fn}\((?P<args>[^)]*)\)", solution, re.M)
+        args = d["args"] if d else ", ".join(p.split()[0] for p in c.signature[3:].split(")")[0].split(", "))
+        doc = textwrap.wrap(f"{c.description[0].upper()}{c.description[1:]}; returns {c.returns}.", 80)
+        lines += ["", "", f"def {fn}({args}):", *[f"    # {line}" for line in doc],
+                  "    raise NotImplementedError  # your code here", "", "",
+                  "# Once it works, test it:", "# from cda_lite.exercises import check",
+                  f'# check("{name}", {fn})']
+    return "```{code-cell} ipython3\n" + "\n".join(lines) + "\n```\n"
+
+
+def add_starter_cells(text: str) -> str:
+    """After every exercise of a MyST chapter, a starter code cell (see :func:`starter_cell`)."""
+    out, pos = [], 0
+    for start in _EX_START.finditer(text):
+        end = _EX_END.search(text, start.end())
+        if end is None:
+            raise ValueError(f"text: exercise {start['label']} has no exercise-end")
+        label = start["label"]
+        sol = re.search(rf"\{{solution-start\}}\s+{re.escape(label)}\b(?P<body>.*?)\{{solution-end\}}", text[end.end():],
+                        re.S)
+        plain = re.search(rf"\{{solution\}}\s+{re.escape(label)}\b(?P<body>.*?)\n(`{{3,}}|:{{3,}})\n", text[end.end():], re.S)
+        body = sol["body"] if sol else (plain["body"] if plain else "")
+        out += [text[pos:end.end()], "\n", starter_cell(label, body)]
+        pos = end.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def make_student_book(src: Path, dst: Path, execute: str | None = None) -> list[Path]:
     """Copy ``src`` to ``dst`` with solutions stripped; return the chapters that had solutions."""
     src, dst = Path(src), Path(dst)
@@ -98,7 +149,7 @@ def make_student_book(src: Path, dst: Path, execute: str | None = None) -> list[
     changed = []
     for md in sorted(dst.rglob("*.md")):
         text = md.read_text(encoding="utf-8")
-        stripped = strip_solutions(text)
+        stripped = strip_solutions(add_starter_cells(text) if "{exercise-start}" in text else text)
         if stripped != text:
             changed.append(md)
         stripped = add_language_info(stripped)

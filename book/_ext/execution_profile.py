@@ -6,11 +6,18 @@
   and their summed run time, from the same execution data (MyST-NB) as ``{nb-exec-table}``; it is
   refreshed whenever a notebook is executed again.
 
+It also points MyST-NB's jupyter-cache (``execute_notebooks: cache``) at
+``<repository>/build/jupyter_cache_<profile>`` (``…_<profile>_<device>`` when ``CDA_DEVICE`` is a GPU),
+where ``make test`` stores every chapter it executed (``tests/test_chapters.py``): the build then
+renders those outputs instead of running each chapter a second time, and runs only chapters that
+changed since. The Makefile clears the cache when the library or the data are newer than it.
+
 Used by ``book/execution_statistics.md``; registered under ``sphinx: local_extensions``.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -30,10 +37,21 @@ def build_profile() -> str:
     return profile()
 
 
+def cache_dir(book_dir: Path) -> Path:
+    """The jupyter-cache of this profile (and device) for the book in ``book_dir``."""
+    name = f"jupyter_cache_{build_profile()}"
+    device = os.environ.get("CDA_DEVICE", "cpu").strip().lower() or "cpu"
+    if device != "cpu":
+        name += "_" + device.replace(":", "")
+    return Path(book_dir).resolve().parent / "build" / name
+
+
 def on_config_inited(app: Sphinx, config: Config) -> None:
     subs = dict(config.myst_substitutions or {})
     subs.setdefault("cda_profile", build_profile())
     config.myst_substitutions = subs
+    if getattr(config, "nb_execution_mode", None) == "cache":
+        config.nb_execution_cache_path = str(cache_dir(app.confdir))
 
 
 class ExecTotalNode(nodes.General, nodes.Element):

@@ -88,7 +88,7 @@ def composition_view(experts, lam, ax=None, kl_ax=None, box=None, n: int = 150, 
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     if legend:
-        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+        ax.legend(loc="lower left", fontsize=9, framealpha=0.8)
     if kl_ax is not None:
         idx = np.arange(len(experts))
         kl_ax.bar(idx, kls, color=[_EXPERT_COLOURS[i % len(_EXPERT_COLOURS)] for i in idx], alpha=0.8)
@@ -167,11 +167,19 @@ def composition_figure(experts, lams, labels=None, box=None, lam_star=None, figs
         lam_star = product_dual(experts).lam
     box = box_of(*experts, pad=1.0) if box is None else box
     k = len(lams)
-    fig, axes = plt.subplots(1, k + 1, figsize=figsize or (3.6 * k + 3.6, 3.8))
+    # At most two panels per row: the book's text column is about 7 inches wide, and a row of four
+    # panels shrinks their legends and titles below legibility.
+    ncols = min(2, k + 1)
+    nrows = -(-(k + 1) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=figsize or (4.3 * ncols, 4.0 * nrows), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[k + 1:]:
+        ax.remove()  # an odd number of panels leaves one grid cell empty
+    axes = axes[:k + 1]
     frames = []
     for ax, lam, label in zip(axes[:-1], lams, labels):
         f = composition_view(experts, lam, ax=ax, box=box, lam_star=lam_star, legend=ax is axes[0])
-        ax.set_title(f"{label}: max KL {f.max_kl:.3g}", fontsize=10)
+        ax.set_title(f"{label}: max KL {f.max_kl:.3g}", fontsize=11)
         frames.append(f)
     kl_ax = axes[-1]
     m = len(experts)
@@ -181,7 +189,7 @@ def composition_figure(experts, lams, labels=None, box=None, lam_star=None, figs
     kl_ax.axhline(frames[0].kls_star.max(), ls="--", color="k", lw=1, label="min–max KL")
     kl_ax.set_xticks(np.arange(m), [f"q{i + 1}" for i in range(m)])
     kl_ax.set_ylabel("KL($q^\\lambda$ ‖ $q_i$)")
-    kl_ax.legend(fontsize=7)
-    kl_ax.set_title("KL to each expert", fontsize=10)
+    kl_ax.legend(fontsize=9)
+    kl_ax.set_title("KL to each expert", fontsize=11)
     fig.tight_layout()
     return frames
