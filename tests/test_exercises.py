@@ -514,7 +514,7 @@ def test_starter_cells_for_a_real_chapter():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     text = (ROOT / "book" / "03_constrained_alignment.md").read_text()
-    student = ex.strip_solutions(mod.add_starter_cells(text))
+    student = mod.strip_solutions(mod.add_starter_cells(text))
     tail = student[student.index("## Exercises"):]
     starters = [c for c in tail.split("```{code-cell} ipython3\n")[1:]]
     assert len(starters) == 4  # one per exercise, nothing else left in the exercises
