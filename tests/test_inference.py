@@ -308,7 +308,11 @@ def test_smc_bad_input_is_named():
                      (np.zeros((1, 2, 3)), r"log_w: expected shape")):
         with pytest.raises(ValueError, match="^" + msg):
             normalize_log_weights(bad)
+    with pytest.raises((ValueError, TypeError), match="^log_w"):
+        normalize_log_weights(["a", "b"])
     rng = np.random.default_rng(0)
+    with pytest.raises((ValueError, TypeError), match="^weights"):
+        systematic_resample(["a", "b"], rng)
     for bad, msg in ((np.ones((1, 2, 3)), r"weights: expected shape"), (np.ones((2, 0)), r"weights: expected shape"),
                      (np.array([1.0, np.nan]), "weights: must be finite"), (np.array([1.0, np.inf]), "weights: must be finite"),
                      (np.array([1.0, -0.5]), "weights: must be finite and non-negative"),
