@@ -2,8 +2,8 @@
 computations, the simplex projection against a generic QP solver, normalisation against the exact tilt."""
 import json
 import sys
-import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,7 +333,9 @@ def test_warning_points_at_the_caller_and_the_count_restarts():
     assert len(caught) == 3  # after steps 3, 6, 9: the run restarts from 0 after each report
     # stacklevel: the warning points at the user's update() call, not into constraints.py (under mutation
     # testing every library function runs inside a trampoline, which adds frames: only the latter holds)
-    assert all(os.path.basename(w.filename) != "constraints.py" for w in caught)  # not the library module
+    import cda_lite.constraints as lib
+
+    assert all(Path(w.filename).resolve() != Path(lib.__file__).resolve() for w in caught)
     if "mutmut" not in sys.modules:
         assert all(w.filename == __file__ for w in caught)
 
@@ -405,3 +407,18 @@ def test_lagrangian_with_non_unit_slacks_in_float64():
     rewards = torch.tensor([[3.0, 3.0], [0.5, 0.0]], dtype=torch.float64)
     got = float(lagrangian(torch.tensor(0.2, dtype=torch.float64), rewards, cons, [0.7, 1.3]))
     assert got == pytest.approx(0.2 - 0.7 * 2.9 + 1.3 * (0.25 - 0.1), rel=0, abs=1e-14)
+
+
+def test_reward_normalizer_edges():
+    assert RewardNormalizer(0.0, 0.5).std == 0.5  # a spread below 1 is fine
+    n = RewardNormalizer.fit([2.0, 3.0])  # two values are enough
+    assert n.mean == 2.5 and n.std == pytest.approx(np.sqrt(0.5))
+    small = RewardNormalizer.fit([0.1, 0.2, 0.3])
+    assert small.std == pytest.approx(0.1)
+    big = RewardNormalizer.fit([1e8, 1e8 + 2])  # kept in float64 (float32 would round both to 1e8)
+    assert big.std == pytest.approx(np.sqrt(2.0))
+    with pytest.raises(ValueError, match="finite"):
+        RewardNormalizer.fit([1.0, np.nan, 2.0])
+    assert Constraint("r", None, 0.7).raw_level() == 0.7
+    with pytest.raises(ValueError, match="^project_simplex"):
+        project_simplex([np.nan, 1.0])

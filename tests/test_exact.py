@@ -385,3 +385,25 @@ def test_mixture_dual_maximises_entropy():
     assert h_star == pytest.approx(res.entropy, abs=1e-3)
     for l1 in np.random.default_rng(1).uniform(size=40):
         assert _own_mixture_entropy(grid, [l1, 1 - l1]) <= h_star + 1e-9
+
+
+# ------------------------------------------------------------------ found by mutation testing
+def test_align_result_carries_its_inputs_and_outputs():
+    b = np.array([1.5, -3.0])
+    res = E.align_dual(base(), lib_rewards(), b)
+    np.testing.assert_array_equal(res.thresholds, b)
+    _, p, rv = grid_tilt(res.lam)
+    np.testing.assert_allclose(res.expected, p @ rv, atol=1e-8)  # E_target r, integrated on the grid
+    np.testing.assert_allclose(res.target.mean(), p @ GRID, atol=1e-8)
+
+
+def test_infeasible_messages_say_why():
+    rewards = [E.LinearReward([1, 0]), E.QuadraticReward(np.eye(2), [0, 2])]
+    # a level at the reward's supremum (0 for −‖x − c‖²) is reached only by a point mass: rejected up front
+    with pytest.raises(E.InfeasibleConstraintError,
+                       match=r"^infeasible constraint level\(s\): constraint 1 \(quadratic\) asks E r ≥ 0 but r ≤ 0 everywhere$"):
+        E.align_dual(base(), rewards, [0.5, 0.0])
+    with pytest.raises(ValueError, match="^thresholds"):
+        E.align_dual(base(), rewards, [[0.5, -1.0]])
+    with pytest.raises(ValueError, match="^thresholds"):
+        E.align_dual(base(), rewards, [0.5, np.nan])

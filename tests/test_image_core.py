@@ -124,13 +124,7 @@ def test_pathwise_kl_of_images_by_hand():
     c_t and σ_t written out (η = 1): Σ_k c_k²/(2σ_k²)(1 + t_k/T)²‖pattern‖²; the last step (σ = 0) adds 0."""
     p, q, norm2 = _offset_pair()
     chain = Chain.make(SCHEDULE, 8, 1.0)
-    total = 0.0
-    for t, ab_t, ab_s in zip(chain.ts, chain.ab_t, chain.ab_s):
-        sigma2 = (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
-        if sigma2 <= 0:
-            continue
-        c = -math.sqrt(ab_s) * math.sqrt(1 - ab_t) / math.sqrt(ab_t) + math.sqrt(1 - ab_s - sigma2)
-        total += c * c / (2 * sigma2) * (1 + t / SCHEDULE.T) ** 2 * norm2
+    total = _lemma1_by_hand(chain, norm2)
     mean, se = pathwise_kl(p, q, chain, (5, *SHAPE), seed=0)
     assert mean == pytest.approx(total, rel=1e-9) and se == pytest.approx(0.0, abs=1e-9 * total)
 
@@ -197,6 +191,30 @@ def test_sample_differentiable_on_images_equals_the_flattened_chain_and_has_grad
     loss = a.x0.mean() + a.kl.mean()
     grads = torch.autograd.grad(loss, [q for q in model.correction.parameters()])
     assert all(torch.isfinite(g).all() for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def _lemma1_by_hand(chain, norm2):
+    """Σ_k c_k²/(2σ_k²)(1 + t_k/T)²‖pattern‖² with the DDPM step (η = 1) written out."""
+    total = 0.0
+    for t, ab_t, ab_s in zip(chain.ts, chain.ab_t, chain.ab_s):
+        sigma2 = (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
+        if sigma2 > 0:
+            c = -math.sqrt(ab_s) * math.sqrt(1 - ab_t) / math.sqrt(ab_t) + math.sqrt(1 - ab_s - sigma2)
+            total += c * c / (2 * sigma2) * (1 + t / SCHEDULE.T) ** 2 * norm2
+    return total
+
+
+def test_sample_differentiable_kl_on_images_by_hand():
+    """The KL that Algorithm 1 trains on, accumulated along the differentiable image chain, for a model
+    whose ε differs from the reference by an x-independent image: every sample's KL is the hand sum."""
+    p, q, norm2 = _offset_pair()
+    chain = Chain.make(SCHEDULE, 6, 1.0)
+    x_T = torch.randn((5, *SHAPE), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for grad_steps in (3, 6):
+        out = sample_differentiable(p, chain, x_T, ref_model=q, grad_steps=grad_steps,
+                                    generator=torch.Generator().manual_seed(7))
+        torch.testing.assert_close(out.kl.detach(), torch.full((5,), _lemma1_by_hand(chain, norm2), dtype=torch.float64),
+                                   rtol=1e-10, atol=0)
 
 
 def test_residual_eps_zero_inits_a_conv_correction_and_rejects_one_without_layers():

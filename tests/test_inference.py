@@ -298,3 +298,72 @@ def test_rivals2d_cli(tmp_path, capsys):
     assert out["db_mpa"]["mean"] == out["msdda"]["mean"] and out["das"]["nfe"] == 39
     assert abs(out["das"]["mean_reward"] - out["target"]["mean_reward"]) < 0.3
     assert main(["rivals2d", str(path), "--weights", "0.5", "0.6", "--json"]) == 2
+
+
+# --------------------------------------------------------------------------- found by mutation testing
+def test_smc_bad_input_is_named():
+    from cda_lite.inference.smc import normalize_log_weights
+
+    for bad, msg in ((np.array([0.0, np.nan]), "log_w: contains NaN"), (np.array([0.0, np.inf]), r"log_w: contains NaN or \+inf"),
+                     (np.zeros((1, 2, 3)), r"log_w: expected shape")):
+        with pytest.raises(ValueError, match="^" + msg):
+            normalize_log_weights(bad)
+    with pytest.raises((ValueError, TypeError), match="^log_w"):
+        normalize_log_weights(["a", "b"])
+    rng = np.random.default_rng(0)
+    with pytest.raises((ValueError, TypeError), match="^weights"):
+        systematic_resample(["a", "b"], rng)
+    for bad, msg in ((np.ones((1, 2, 3)), r"weights: expected shape"), (np.ones((2, 0)), r"weights: expected shape"),
+                     (np.array([1.0, np.nan]), "weights: must be finite"), (np.array([1.0, np.inf]), "weights: must be finite"),
+                     (np.array([1.0, -0.5]), "weights: must be finite and non-negative"),
+                     (np.array([[1.0, 1.0], [0.0, 0.0]]), "weights: every row needs a positive total")):
+        with pytest.raises(ValueError, match="^" + msg):
+            systematic_resample(bad, rng)
+
+
+class _FixedU:
+    def __init__(self, u):
+        self.u = u
+
+    def random(self, shape):
+        return np.full(shape, self.u)
+
+
+def test_systematic_resampling_boundaries_and_unnormalised_weights():
+    # u = 0 puts the points k/N on the interval ends; [a, b) intervals send each to the next particle
+    np.testing.assert_array_equal(systematic_resample(np.ones(4), _FixedU(0.0)), [0, 1, 2, 3])
+    w = np.array([1.0, 3.0, 0.0, 4.0])  # total 8: normalised to (1/8, 3/8, 0, 1/2)
+    # points (0.2 + k)/4 = 0.05, 0.3, 0.55, 0.8 against the cumulative weights 0.125, 0.5, 0.5, 1
+    np.testing.assert_array_equal(systematic_resample(w, _FixedU(0.2)), [0, 1, 3, 3])
+    np.testing.assert_array_equal(systematic_resample(3 * w, _FixedU(0.2)), [0, 1, 3, 3])
+    assert isinstance(ess(np.zeros(3)), float) and ess(np.zeros((2, 3))).shape == (2,)
+
+
+class _TimeEps(torch.nn.Module):
+    """ε = t (per row) in every coordinate: shows which t each row was called with."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, t):
+        return (torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1) + self.c).expand(x.shape[0], x.shape[1]).clone()
+
+
+def test_db_mpa_ls_is_reproducible_and_passes_each_row_its_own_t():
+    from cda_lite.inference.blend import RandomChoiceEps, check_blend_weights
+
+    models = [_TimeEps(0.0), _TimeEps(1000.0)]
+    x = torch.zeros(50, 2, dtype=torch.float64)
+    t = torch.arange(50)
+    a = RandomChoiceEps(models, [0.5, 0.5])(x, t)  # default seed 0
+    b = RandomChoiceEps(models, [0.5, 0.5], seed=0)(x, t)
+    c = RandomChoiceEps(models, [0.5, 0.5], seed=1)(x, t)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    np.testing.assert_array_equal(a[:, 0].numpy() % 1000, t.numpy())  # row i got t_i
+    with pytest.raises(ValueError, match="^weights"):
+        check_blend_weights([0.5, 0.6], 2)
+    with pytest.raises(ValueError, match="^weights"):
+        check_blend_weights([[0.5, 0.5]], 2)
+    with pytest.raises(ValueError, match="^weights"):
+        check_blend_weights([0.5, np.nan], 2)

@@ -29,7 +29,11 @@ def test_alphas_cumprod_match_diffusers(T, ours, kw):
 
 def test_by_name_and_sigma():
     sched = S.by_name("cosine", 50)
-    np.testing.assert_allclose(sched.alphas_cumprod, S.cosine(50).alphas_cumprod)
+    # by name = diffusers' scheduler of that name (not our own cosine(), which would be its twin)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=50, beta_schedule="squaredcos_cap_v2")
+    np.testing.assert_allclose(sched.alphas_cumprod, ref.alphas_cumprod.double().numpy(), rtol=2e-6, atol=1e-9)
+    lin = S.by_name("linear", 30, beta_start=1e-3, beta_end=0.05)
+    np.testing.assert_allclose(lin.betas, np.linspace(1e-3, 0.05, 30), rtol=1e-12)
     np.testing.assert_allclose(sched.sigma([0, 49]), np.sqrt(1 - sched.alphas_cumprod[[0, 49]]))
     # ᾱ_t is the running product of 1 − β_t (computed here by a plain loop).
     ab, acc = [], 1.0
