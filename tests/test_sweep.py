@@ -15,7 +15,7 @@ from cda_lite.exact import align_dual, product_dual
 from cda_lite.problems import random_alignment, random_composition, save_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "data" / "sweeps"
 
 
 def test_decompose_adds_up_and_relative_error():
@@ -88,7 +88,7 @@ def _committed(name):
 
 
 def test_committed_align_sweep_is_consistent():
-    res = _committed("sweep_align2d_fast.json")
+    res = _committed("align2d_fast.json")
     assert res["family"] == "align2d" and res["profile"] == "fast"
     seeds = res["seeds"]
     assert seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) >= 8  # the first N, none skipped
@@ -109,7 +109,7 @@ def test_committed_align_sweep_is_consistent():
 
 
 def test_committed_compose_sweep_is_consistent():
-    res = _committed("sweep_compose2d_fast.json")
+    res = _committed("compose2d_fast.json")
     assert res["family"] == "compose2d" and res["profile"] == "fast"
     seeds = res["seeds"]
     assert seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) >= 8

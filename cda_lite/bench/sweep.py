@@ -93,12 +93,12 @@ def _load():
 
 
 def _align_row(seed: int, profile: str, n_sampler: int) -> dict:
-    from cda_lite.bench.align2d import default_config, learned_alignment
+    from cda_lite.bench.align2d import PRETRAIN_EMA, default_config, learned_alignment
     from cda_lite.problems import random_alignment
 
     problem = random_alignment(seed)
     r = learned_alignment(problem, default_config(profile), pretrain_steps={"fast": 1500, "full": 3000}[profile],
-                          n_sampler=n_sampler).result
+                          n_sampler=n_sampler, pretrain_ema=PRETRAIN_EMA).result
     return {"seed": seed, "components": problem.base.n_components,
             "lam_exact": r["lam_exact"], "lam_sampler": r.get("lam_sampler"), "lam_learned": r["lam_learned"],
             "error": r["rel_error"], "pretraining": r.get("rel_pretraining"), "optimisation": r.get("rel_optimisation"),
