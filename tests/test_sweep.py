@@ -125,3 +125,18 @@ def test_committed_compose_sweep_is_consistent():
         assert r["max_kl_at_lam_learned"] >= star.max_kl * (1 - 1e-6)  # λ* minimises the max-KL
         assert r["error"] == pytest.approx(np.abs(np.subtract(r["lam_learned"], r["lam_exact"])).max())
     assert res["summary"] == pytest.approx(sweep.summarize("compose2d", res["rows"]))
+
+
+def test_sweep_rows_file_resumes(monkeypatch, tmp_path):
+    """Rows are appended as each problem finishes and reused by the next run (an interrupted sweep
+    resumes); rows of another profile are not reused."""
+    calls = []
+    monkeypatch.setattr(sweep, "_align_row", lambda s, p, n: calls.append(s) or _fake_align_row(s, p, n))
+    rows = tmp_path / "rows.jsonl"
+    first = sweep.sweep("align2d", range(3), "fast", rows_file=str(rows))
+    assert calls == [0, 1, 2] and len(rows.read_text().splitlines()) == 3
+    second = sweep.sweep("align2d", range(5), "fast", rows_file=str(rows))
+    assert calls == [0, 1, 2, 3, 4]
+    assert second["rows"][:3] == first["rows"]
+    sweep.sweep("align2d", range(1), "full", rows_file=str(rows))
+    assert calls[-1] == 0 and len(calls) == 6

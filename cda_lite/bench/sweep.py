@@ -13,6 +13,7 @@ Chapters 4 and 5.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import numpy as np
@@ -31,6 +32,9 @@ def add_arguments(p) -> None:
                    help="align2d: samples of the pretrained sampler for λ*(q̂) (default 100000)")
     p.add_argument("--figure", default=None, metavar="PATH",
                    help="where to save the figure (default build/sweep/sweep_FAMILY.png; 'none' to skip)")
+    p.add_argument("--rows", default=None, metavar="FILE",
+                   help="JSON-lines file of finished rows: rows already there (same family, profile and seed) are "
+                        "reused, new ones appended as each problem finishes (an interrupted sweep resumes)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
 
 
@@ -44,7 +48,8 @@ def run(args) -> dict:
         raise ValueError(f"--sampler-samples must be ≥ 1000, got {args.sampler_samples}")
     profile = args.profile or os.environ.get("CDA_PROFILE", "fast")
     seeds = list(range(args.seed, args.seed + args.n))
-    result = sweep(args.family, seeds, profile, n_sampler=args.sampler_samples, progress=not args.no_progress)
+    result = sweep(args.family, seeds, profile, n_sampler=args.sampler_samples, progress=not args.no_progress,
+                   rows_file=args.rows)
     figure = args.figure or os.path.join("build", "sweep", f"sweep_{args.family}.png")
     if figure != "none":
         os.makedirs(os.path.dirname(figure) or ".", exist_ok=True)
@@ -53,8 +58,10 @@ def run(args) -> dict:
     return result
 
 
-def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, progress: bool = False) -> dict:
-    """Rows and summary of ``family`` on ``seeds`` (see the module docstring)."""
+def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, progress: bool = False,
+          rows_file: str | None = None) -> dict:
+    """Rows and summary of ``family`` on ``seeds`` (see the module docstring). With ``rows_file`` every
+    finished row is appended to that JSON-lines file at once, and rows found there are reused."""
     from tqdm.auto import tqdm
 
     if family not in ("align2d", "compose2d"):
@@ -62,10 +69,17 @@ def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, p
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
     row_fn = _align_row if family == "align2d" else _compose_row
+    done = _read_rows(rows_file, family, profile)
     rows = []
     bar = tqdm(list(seeds), desc=f"sweep {family}", disable=not progress)
     for seed in bar:
-        rows.append(row_fn(int(seed), profile, n_sampler))
+        row = done.get(int(seed))
+        if row is None:
+            row = row_fn(int(seed), profile, n_sampler)
+            if rows_file:
+                with open(rows_file, "a") as f:
+                    f.write(json.dumps({"family": family, "profile": profile, "load_average": _load(), **row}) + "\n")
+        rows.append({k: v for k, v in row.items() if k not in ("family", "profile", "load_average")})
         bar.set_postfix(err=f"{rows[-1]['error']:.3f}")
     return {"family": family, "profile": profile, "seeds": [int(s) for s in seeds], "rows": rows,
             "summary": summarize(family, rows), "load_average": _load()}
@@ -83,6 +97,24 @@ def _profile(profile: str):
             del os.environ["CDA_PROFILE"]
         else:
             os.environ["CDA_PROFILE"] = old
+
+
+def _read_rows(path, family: str, profile: str) -> dict:
+    """{seed: row} of the finished rows in a JSON-lines file (missing file: none)."""
+    if not path or not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"--rows {path}: line {i} is not JSON") from None
+            if row.get("family") == family and row.get("profile") == profile:
+                out[int(row["seed"])] = row
+    return out
 
 
 def _load():
