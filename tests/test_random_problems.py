@@ -117,3 +117,27 @@ def test_empirical_dual_inactive_constraint_and_infeasible():
         empirical_align_dual(np.array([[np.nan, 1.0]]), [0.0])
     with pytest.raises(ValueError, match="thresholds"):
         empirical_align_dual(x[None], [0.1, 0.2])
+
+
+def test_newton_dual_step_is_exact_for_gaussian_linear():
+    """Algorithm 1's preconditioned dual step (dual_precondition): for q = N(μ, Σ) and linear rewards
+    r = x, E_λ r = μ + Σλ, so one full Newton step from any λ₀ lands on align_dual's λ*."""
+    from cda_lite.align import newton_slacks
+    from cda_lite.exact import LinearReward
+
+    cov = np.array([[1.0, 0.8], [0.8, 0.9]])  # ill-conditioned: plain ascent crawls along one direction
+    mu = np.array([0.2, -0.1])
+    q = GaussianMixture.gaussian(mu, cov)
+    rewards = [LinearReward([1.0, 0.0]), LinearReward([0.0, 1.0])]
+    b = np.array([0.9, 0.5])
+    star = align_dual(q, rewards, b).lam
+    assert np.all(star > 0)
+    lam0 = np.array([0.3, 0.3])
+    slack = (mu + cov @ lam0) - b
+    lam1 = np.maximum(lam0 - newton_slacks(slack, cov, lam0, ridge=0.0), 0)
+    np.testing.assert_allclose(lam1, star, rtol=1e-6)
+    # plain ascent with the same step size is far off after one step
+    assert np.linalg.norm(np.maximum(lam0 - slack, 0) - star) > 0.2
+    # an inactive constraint (λ = 0, slack > 0) is left to plain ascent
+    out = newton_slacks(np.array([-0.1, 0.4]), cov, np.array([0.5, 0.0]), ridge=0.0)
+    assert out[1] == 0.4 and out[0] == pytest.approx(-0.1 / cov[0, 0])
