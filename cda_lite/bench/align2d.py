@@ -147,6 +147,7 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "fixed_weights": config.fixed_weights is not None,
         "steps": config.steps,
         "pretrain_ema": pretrain_ema,
+        "dual_precondition": config.dual_precondition,
     }
     result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw()))
     if sampler is not None:
@@ -218,12 +219,14 @@ def add_arguments(p) -> None:
     p.add_argument("--sampler-samples", type=int, default=100_000, metavar="N",
                    help="samples of the pretrained sampler for λ*(q̂) (default 100000; 0 skips the decomposition)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars on stderr")
+    p.add_argument("--plain-dual", action="store_true",
+                   help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
     p.add_argument("--no-ema", action="store_true", help="pretrain without the EMA of weights (the last DSM iterate)")
 
 
 def run(args) -> dict:
     torch.set_num_threads(1)  # 2-D networks are tiny: one thread is fastest and leaves a core free
-    cfg = default_config(args.profile)
+    cfg = default_config(args.profile, dual_precondition=not args.plain_dual)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.fixed_weights is not None and args.equal_weights is not None:

@@ -129,7 +129,7 @@ def _align_row(seed: int, profile: str, n_sampler: int) -> dict:
     from cda_lite.problems import random_alignment
 
     problem = random_alignment(seed)
-    r = learned_alignment(problem, default_config(profile), pretrain_steps={"fast": 1500, "full": 3000}[profile],
+    r = learned_alignment(problem, default_config(profile, dual_precondition=True), pretrain_steps={"fast": 1500, "full": 3000}[profile],
                           n_sampler=n_sampler, pretrain_ema=PRETRAIN_EMA).result
     return {"seed": seed, "components": problem.base.n_components,
             "lam_exact": r["lam_exact"], "lam_sampler": r.get("lam_sampler"), "lam_learned": r["lam_learned"],
