@@ -81,13 +81,14 @@ class LearnedAlignment:
 def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps: int | None = None,
                       n_eval: int = 4096, fixed_weights_raw=None, equal_weights: float | None = None,
                       correction_size: tuple[int, int] = (64, 2), progress: bool = False,
-                      n_sampler: int | None = 100_000, pretrain_ema: float | None = None) -> LearnedAlignment:
+                      n_sampler: int | None = None, pretrain_ema: float | None = None) -> LearnedAlignment:
     """Run Algorithm 1 on ``problem`` (a path, dict or AlignmentProblem). With ``fixed_weights_raw``
     (multipliers in the rewards' units) or ``equal_weights`` (one multiplier for every σ-normalised
     reward, the paper's baseline) λ is frozen: the weighted-objective baseline. ``correction_size`` =
     (hidden width, layers) of the zero-initialised correction MLP. ``pretrain_ema``: EMA decay of the
     base network's DSM weights (None: the last iterate, as the chapters' cached models). ``n_sampler`` samples of the
-    pretrained sampler give λ*(q̂) (``lam_sampler``; None or 0 skips it). Infeasible levels raise
+    pretrained sampler give λ*(q̂) (``lam_sampler``; None or 0, the default, skips it; the command line
+    uses 100 000). Infeasible levels raise
     :class:`~cda_lite.exact.InfeasibleConstraintError` before any training."""
     t0 = time.time()
     problem = problem if isinstance(problem, AlignmentProblem) else load_problem(problem)
