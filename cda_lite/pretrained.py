@@ -30,19 +30,24 @@ def cache_dir() -> str:
     return os.environ.get("CDA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "cda_lite"))
 
 
-def _key(gm: GaussianMixture, schedule: Schedule, arch: dict, steps: int, seed: int, batch_size: int, lr: float) -> str:
-    payload = json.dumps({"gm": gm.to_dict(), "betas": np.round(schedule.betas, 12).tolist(), "arch": arch,
-                          "steps": steps, "seed": seed, "batch": batch_size, "lr": lr}, sort_keys=True)
+def _key(gm: GaussianMixture, schedule: Schedule, arch: dict, steps: int, seed: int, batch_size: int, lr: float,
+         ema: float | None = None) -> str:
+    d = {"gm": gm.to_dict(), "betas": np.round(schedule.betas, 12).tolist(), "arch": arch,
+         "steps": steps, "seed": seed, "batch": batch_size, "lr": lr}
+    if ema is not None:  # absent when unset, so the keys of models cached before EMA existed still match
+        d["ema"] = ema
+    payload = json.dumps(d, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def pretrain_2d(gm: GaussianMixture, schedule: Schedule | None = None, steps: int = 1500, seed: int = 0,
                 hidden: int = 128, layers: int = 3, batch_size: int = 512, lr: float = 2e-3,
-                cache: bool = True, progress: bool = False) -> MLPEps:
-    """An MLPEps trained by denoising score matching on fresh exact samples of ``gm``."""
+                cache: bool = True, progress: bool = False, ema: float | None = None) -> MLPEps:
+    """An MLPEps trained by denoising score matching on fresh exact samples of ``gm`` (with ``ema``, the
+    exponential moving average of its weights, :func:`cda_lite.train.train_dsm`)."""
     schedule = schedule or default_schedule()
     arch = {"cls": "MLPEps", "dim": gm.dim, "hidden": hidden, "layers": layers, "T": schedule.T}
-    path = os.path.join(cache_dir(), "pretrained", _key(gm, schedule, arch, steps, seed, batch_size, lr) + ".pt")
+    path = os.path.join(cache_dir(), "pretrained", _key(gm, schedule, arch, steps, seed, batch_size, lr, ema) + ".pt")
     model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers)
     if cache and os.path.exists(path):
         model.load_state_dict(torch.load(path, map_location="cpu"))
@@ -50,7 +55,7 @@ def pretrain_2d(gm: GaussianMixture, schedule: Schedule | None = None, steps: in
     torch.manual_seed(seed)
     model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers)
     data = torch.from_numpy(gm.sample(max(100_000, 20 * batch_size), seed=seed)).float()
-    model, _ = fit(model, data, schedule, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    model, _ = fit(model, data, schedule, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress, ema=ema)
     if cache:
         atomic_save(model.state_dict(), path)
     return model.eval()

@@ -44,16 +44,24 @@ def train_dsm(
     seed: int = 0,
     lr_decay: bool = True,
     weight_decay: float = 0.0,
+    ema: float | None = None,
 ) -> Iterator[TrainState]:
     """Train ``model`` by denoising score matching; yields a :class:`TrainState` after every step.
 
     ``data`` is an (N, ...) array/tensor of training samples, or a callable ``data(n, gen)``
     returning a fresh batch (e.g. exact samples of a mixture or of a tilted product).
+    With ``ema`` (a decay such as 0.999) an exponential moving average of the weights is kept
+    (``torch.optim.swa_utils``) and copied into ``model`` after the last step: the averaged
+    iterate has less of the last steps' gradient noise (DDPM, Ho et al. 2020, uses 0.9999).
     """
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema: expected a decay in (0, 1), got {ema}")
     gen = torch.Generator().manual_seed(seed)
     draw = _batch_drawer(data)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05) if lr_decay else None
+    averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema))
+                if ema is not None else None)
     model.train()
     for step in range(1, steps + 1):
         x0 = draw(batch_size, gen)
@@ -66,6 +74,12 @@ def train_dsm(
         opt.step()
         if sched is not None:
             sched.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
+            if step == steps:  # the returned model carries the averaged weights
+                with torch.no_grad():
+                    for p, q in zip(model.parameters(), averaged.module.parameters()):
+                        p.copy_(q)
         yield TrainState(step, loss.item(), model)
     model.eval()
 

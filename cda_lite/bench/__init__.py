@@ -12,7 +12,8 @@ SUBCOMMANDS: dict[str, str] = {
     "align2d": "cda_lite.bench.align2d",  # Chapter 4: Algorithm 1 on a 2-D problem vs the exact λ*
     "rivals2d": "cda_lite.bench.rivals2d",  # Chapter 7: DAS, Diffusion Blend, MSDDA, guidance vs the exact tilt
     "compose2d": "cda_lite.bench.compose2d",  # Chapters 5-6: AND (Algorithms 2, 3) and OR composition vs exact
-    "images": "cda_lite.bench.images",  # Chapter 9: constraints, AND composition and the rivals on 8×8 digits
+    "images": "cda_lite.bench.images",
+    "sweep": "cda_lite.bench.sweep",  # Chapters 4-5: learned vs exact on the first N random problems  # Chapter 9: constraints, AND composition and the rivals on 8×8 digits
 }
 
 __all__ = ["SUBCOMMANDS"]

@@ -4,6 +4,13 @@ Pretrains (or loads from the cache) an ε-network of the base mixture, normalise
 pretrained model's samples (levels in σ units, as in the paper), fine-tunes a zero-initialised
 correction network by primal-dual training, and compares with ``cda_lite.exact.align_dual``.
 λ is reported in the rewards' own units, comparable with ``python -m cda_lite.exact``.
+
+The error is decomposed in every run: ``lam_exact`` λ*(q) of the base mixture, ``lam_sampler``
+λ*(q̂) of the pretrained sampler's own law (the dual of Theorem 1 on ≥ 100 k of its samples,
+:mod:`cda_lite.empirical`), ``lam_learned``; ``gap_pretraining`` = λ*(q̂) − λ*(q) and
+``gap_optimisation`` = learned − λ*(q̂), with their norms relative to ‖λ*(q)‖ (``rel_*``).
+Infeasible levels fail before any training (the exact solver decides; exit 2, one line naming the
+constraint and the best reachable level).
 """
 from __future__ import annotations
 
@@ -18,13 +25,21 @@ from cda_lite._cli import count, existing_file
 from cda_lite.exact.problems import load_problem_file
 from cda_lite.align import AlignConfig, finetune
 from cda_lite.constraints import Constraint, RewardNormalizer
-from cda_lite.exact import align_dual, expected_rewards
+from cda_lite.empirical import empirical_align_dual
+from cda_lite.exact import InfeasibleConstraintError, align_dual
 from cda_lite.kl import pathwise_kl
 from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import MLPEps
 from cda_lite.pretrained import default_schedule, pretrain_2d
 from cda_lite.exact.problems import AlignmentProblem, load_problem
 from cda_lite.sampling import LARGE, sample
+
+
+PRETRAIN_EMA = 0.995
+"""EMA decay of the base network's weights in the bench's pretraining (``pretrain_2d(ema=...)``). On
+random problems the last DSM iterate's own sampler law q̂ put λ*(q̂) 6–9 % from λ*(q) where the
+exact ε through the same chain is 3 % off; the averaged weights remove most of the network's share
+(``benchmarks/README.md``, issue 12)."""
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
@@ -67,17 +82,25 @@ class LearnedAlignment:
 
 def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps: int | None = None,
                       n_eval: int = 4096, fixed_weights_raw=None, equal_weights: float | None = None,
-                      correction_size: tuple[int, int] = (64, 2), progress: bool = False) -> LearnedAlignment:
+                      correction_size: tuple[int, int] = (64, 2), progress: bool = False,
+                      n_sampler: int | None = None, pretrain_ema: float | None = None) -> LearnedAlignment:
     """Run Algorithm 1 on ``problem`` (a path, dict or AlignmentProblem). With ``fixed_weights_raw``
     (multipliers in the rewards' units) or ``equal_weights`` (one multiplier for every σ-normalised
     reward, the paper's baseline) λ is frozen: the weighted-objective baseline. ``correction_size`` =
-    (hidden width, layers) of the zero-initialised correction MLP."""
+    (hidden width, layers) of the zero-initialised correction MLP. ``pretrain_ema``: EMA decay of the
+    base network's DSM weights (None: the last iterate, as the chapters' cached models). ``n_sampler`` samples of the
+    pretrained sampler give λ*(q̂) (``lam_sampler``; None or 0, the default, skips it; the command line
+    uses 100 000). Infeasible levels raise
+    :class:`~cda_lite.exact.InfeasibleConstraintError` before any training."""
     t0 = time.time()
     problem = problem if isinstance(problem, AlignmentProblem) else load_problem(problem)
     config = config or default_config()
+    exact = check_feasible(problem)
     torch.manual_seed(problem.seed)
     schedule = default_schedule()
-    pretrained = pretrain_2d(problem.base, schedule, steps=pretrain_steps or pick(1500, 3000), seed=problem.seed)
+    pretrained = pretrain_2d(problem.base, schedule, steps=pretrain_steps or pick(1500, 3000), seed=problem.seed,
+                             progress=progress, ema=pretrain_ema)
+    t_pre = time.time()
     gen_seed = problem.seed + 1
     x_pre = sample(pretrained, schedule, (n_eval, problem.base.dim), steps=config.sample_steps, eta=config.eta,
                    seed=gen_seed)
@@ -95,13 +118,20 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
     trainer, model = finetune(pretrained, constraints, schedule, replace(config, seed=problem.seed), (problem.base.dim,),
                               correction=correction)
     trainer.train(progress=progress)
+    t_train = time.time()
     model.eval()
     with torch.no_grad():
         x = sample(model, schedule, (n_eval, problem.base.dim), steps=config.sample_steps, eta=config.eta,
                    seed=gen_seed + 1).double()
         kl_mean, kl_se = pathwise_kl(model, pretrained, trainer.chain, (n_eval, problem.base.dim), seed=gen_seed + 2,
                                      dtype=torch.float32)
-    exact = align_dual(problem.base, problem.rewards, problem.thresholds)
+    t_eval = time.time()
+    sampler, sampler_error = None, None
+    if n_sampler:
+        try:
+            sampler = sampler_dual(pretrained, schedule, problem, config, n_sampler, seed=gen_seed + 5)
+        except InfeasibleConstraintError as e:  # the pretrained sampler cannot reach a level: say so, keep the run
+            sampler_error = str(e)
     target_samples = exact.target.sample(n_eval, seed=gen_seed + 3)
     expected = np.array([float(r(x).mean()) for r in problem.rewards])
     sd = np.array([n.std for n in normalizers])
@@ -119,10 +149,66 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "distance_pretrained_to_base": sliced_wasserstein(x_pre.double().numpy(), problem.base.sample(n_eval, seed=gen_seed + 4)),
         "fixed_weights": config.fixed_weights is not None,
         "steps": config.steps,
-        "seconds": time.time() - t0,
+        "pretrain_ema": pretrain_ema,
+        "dual_precondition": config.dual_precondition,
     }
+    result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw()))
+    if sampler is not None:
+        result.update({"n_sampler": sampler.n, "sampler_ess": sampler.ess})
+    if sampler_error:
+        result["sampler_infeasible"] = sampler_error
+    t_end = time.time()
+    result["seconds_by_part"] = {"pretrain": t_pre - t0, "train": t_train - t_pre, "evaluate": t_eval - t_train,
+                                 "sampler_dual": t_end - t_eval}
+    result["seconds"] = t_end - t0
+    result["seconds_algorithm"] = t_train - t0  # pretraining + primal-dual, without the diagnostics
     return LearnedAlignment(problem, trainer, model, pretrained, constraints, normalizers, x.numpy(),
                             x_pre.double().numpy(), exact, result)
+
+
+def check_feasible(problem: AlignmentProblem):
+    """The exact answer λ*(q), or InfeasibleConstraintError (one line: the constraint and its best
+    reachable level) in well under a second, before anything is trained."""
+    try:
+        return align_dual(problem.base, problem.rewards, problem.thresholds)
+    except InfeasibleConstraintError as e:
+        raise InfeasibleConstraintError(f"{problem.name}: {e}", e.constraints) from None
+
+
+def sampler_dual(pretrained, schedule, problem: AlignmentProblem, config: AlignConfig, n: int = 100_000,
+                 seed: int = 0, chunk: int = 50_000):
+    """λ*(q̂): the dual of Theorem 1 on ``n`` samples of the pretrained sampler (the chain the run
+    fine-tunes), in the rewards' units (:func:`cda_lite.empirical.empirical_align_dual`)."""
+    values = []
+    for k, start in enumerate(range(0, n, chunk)):
+        size = min(chunk, n - start)
+        x = sample(pretrained, schedule, (size, problem.base.dim), steps=config.sample_steps, eta=config.eta,
+                   seed=seed + 1000 * k).double()
+        values.append(np.stack([r(x).numpy() for r in problem.rewards]))
+    return empirical_align_dual(np.concatenate(values, 1), problem.thresholds)
+
+
+def relative_error(lam, lam_ref) -> float:
+    """‖λ − λ_ref‖₂ / ‖λ_ref‖₂ (the sweep's error measure; λ_ref ≠ 0 since some level is above the
+    base's mean)."""
+    lam, lam_ref = np.asarray(lam, float), np.asarray(lam_ref, float)
+    return float(np.linalg.norm(lam - lam_ref) / max(np.linalg.norm(lam_ref), 1e-12))
+
+
+def decompose(lam_exact, lam_sampler, lam_learned) -> dict:
+    """learned − λ*(q) = [λ*(q̂) − λ*(q)] (pretraining) + [learned − λ*(q̂)] (optimisation)."""
+    lam_exact, lam_learned = np.asarray(lam_exact, float), np.asarray(lam_learned, float)
+    scale = max(float(np.linalg.norm(lam_exact)), 1e-12)
+    out = {"rel_error": relative_error(lam_learned, lam_exact)}
+    if lam_sampler is not None:
+        lam_sampler = np.asarray(lam_sampler, float)
+        out.update({"lam_sampler": lam_sampler.tolist(),
+                    "gap_pretraining": (lam_sampler - lam_exact).tolist(),
+                    "gap_optimisation": (lam_learned - lam_sampler).tolist(),
+                    "rel_pretraining": float(np.linalg.norm(lam_sampler - lam_exact) / scale),
+                    "rel_optimisation": float(np.linalg.norm(lam_learned - lam_sampler) / scale),
+                    "rel_optimisation_vs_sampler": relative_error(lam_learned, lam_sampler)})
+    return out
 
 
 def add_arguments(p) -> None:
@@ -133,18 +219,27 @@ def add_arguments(p) -> None:
                    help="freeze λ at these weights (rewards' units): the weighted baseline")
     p.add_argument("--equal-weights", type=float, nargs="?", const=1.0, default=None, metavar="W",
                    help="freeze every λ at W (default 1) on the σ-normalised rewards: the paper's baseline")
+    p.add_argument("--sampler-samples", type=int, default=100_000, metavar="N",
+                   help="samples of the pretrained sampler for λ*(q̂) (default 100000; 0 skips the decomposition)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars on stderr")
+    p.add_argument("--plain-dual", action="store_true",
+                   help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
+    p.add_argument("--no-ema", action="store_true", help="pretrain without the EMA of weights (the last DSM iterate)")
 
 
 def run(args) -> dict:
     torch.set_num_threads(1)  # 2-D networks are tiny: one thread is fastest and leaves a core free
-    cfg = default_config(args.profile)
+    cfg = default_config(args.profile, dual_precondition=not args.plain_dual)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.fixed_weights is not None and args.equal_weights is not None:
         raise ValueError("give --fixed-weights or --equal-weights, not both")
+    if args.sampler_samples < 0:
+        raise ValueError(f"--sampler-samples must be ≥ 0, got {args.sampler_samples}")
     problem = load_problem_file(args.problem, "align", "align2d")  # before any training
     return learned_alignment(problem, cfg, fixed_weights_raw=args.fixed_weights,
-                             equal_weights=args.equal_weights).result
+                             equal_weights=args.equal_weights, progress=not args.no_progress,
+                             n_sampler=args.sampler_samples, pretrain_ema=None if args.no_ema else PRETRAIN_EMA).result
 
 
 def format(result: dict) -> str:
@@ -153,4 +248,8 @@ def format(result: dict) -> str:
              f"{'E r':>10} {str(np.round(result['expected_learned'], 3)):>22} {str(np.round(result['expected_exact'], 3)):>22}",
              f"{'KL':>10} {result['kl_path']:>22.3f} {result['kl_exact']:>22.3f}",
              f"distance to the exact target {result['distance_to_target']:.3f}; {result['seconds']:.0f} s"]
+    if "lam_sampler" in result:
+        lines.insert(2, f"{'λ*(q̂)':>10} {str(np.round(result['lam_sampler'], 3)):>22}   (pretrained sampler's own optimum)")
+        lines.append(f"‖λ − λ*‖/‖λ*‖ = {result['rel_error']:.3f}: pretraining {result['rel_pretraining']:.3f}, "
+                     f"optimisation {result['rel_optimisation']:.3f}")
     return "\n".join(lines)
