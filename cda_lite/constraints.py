@@ -137,7 +137,7 @@ class DualAscent:
     _violated_run: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        check_count(self.n, "n")
+        check_count(self.n, "n (constraints)")
         check_number(self.lr, "lr", positive=True)
         check_number(self.kappa_p, "kappa_p", nonnegative=True)
         if not 0 <= check_number(self.nu, "nu") < 1:

@@ -290,7 +290,7 @@ def test_lagrangian_and_weighted_objective_by_hand():
 # ----------------------------------------------------------------------------- found by mutation testing
 # (make mutation): behaviour the tests above left unpinned.
 def test_dual_messages_history_and_dtypes():
-    with pytest.raises(ValueError, match="at least one constraint"):
+    with pytest.raises(ValueError, match=r"n \(constraints\): must be ≥ 1"):
         DualAscent(0)
     with pytest.raises(ValueError, match="'raise', 'warn' or 'ignore'"):
         DualAscent(1, on_infeasible="shout")
