@@ -1,0 +1,143 @@
+"""What every composition algorithm shares: :class:`ComposeConfig`, the per-round record
+:class:`ComposeRound`, :func:`run_rounds` collecting a :class:`ComposeResult`, the simplex dual and the
+checks of weights and ε-models."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cda_lite.constraints import SimplexDual
+
+
+
+OR_DUAL_LR = 0.4  # OR's default dual step: the losses differ by log-ratios of λ, a scale-free quantity
+
+
+@dataclass
+class ComposeConfig:
+    """Settings of Algorithms 2 and 3 and of the OR dual (defaults: the 2-D fast profile)."""
+
+    rounds: int = 8  # dual steps
+    dual_lr: float | None = None  # η_0 of SimplexDual; None: AND uses dual_lr_scale / mean(first KLs), OR 0.4
+    dual_lr_scale: float = 0.2  # AND with dual_lr=None: η_0 · mean KL at λ = 1/m (scale-free first step)
+    dual_decay: float = 0.9  # η_k = η_0 · decay^k (the paper decays the dual step by 0.9)
+    average_last: int = 3  # the reported λ is the mean of the last iterates (Polyak averaging)
+    n_samples: int = 500  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
+    seed: int = 0
+    # Algorithm 2: annealed Langevin with the surrogate score
+    langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = langevin_t_min
+    langevin_steps: int = 10  # Langevin steps per level (the paper's code: 10 × 10)
+    langevin_step: str | float = "curvature"  # "curvature", "beta" (h = scale·β_t) or a fixed step
+    langevin_step_scale: float = 0.1  # h_t = scale / mean precision ("curvature"); the paper: 2 with "beta"
+    langevin_final_steps: int = 60  # Langevin steps at the last level, where the particles settle
+    langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
+    # t = 0. Use 1 with DSM-trained experts: a network's score at t = 0 is poorly learned (its DSM target has
+    # almost no signal there) and Langevin would follow it at full strength. 0 is exact for exact experts.
+    # the primal model (Algorithm 2 and OR): an MLPEps trained by DSM, warm-started across rounds
+    dsm_steps_first: int = 300  # DSM steps in the first round (from scratch)
+    dsm_steps: int = 100  # DSM steps in every later round
+    batch_size: int = 256
+    model_lr: float = 2e-3
+    hidden: int = 128
+    layers: int = 3
+    # KL / loss estimates
+    kl_samples: int = 1000  # samples of the model that are forward-noised for Lemma 2
+    kl_source: str = "model"  # Algorithm 2: x0 for Lemma 2 from the fitted model ("model") or the MCMC
+    kl_timesteps: int | None = 8  # k random t per sample (unbiased for Lemma 2's sum); None: every t
+    weighted: bool = True  # Lemma 2's weights β_t/(2(1−ᾱ_t)); False: the public code's plain ε-MSE sums
+    sampler_steps: int | None = None  # Algorithm 3 and model samples: DDPM over every timestep (None)
+
+    def __post_init__(self):
+        for name in ("rounds", "n_samples", "langevin_levels", "langevin_steps", "langevin_final_steps",
+                     "dsm_steps_first", "batch_size", "kl_samples", "average_last"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.dsm_steps < 0:
+            raise ValueError(f"dsm_steps must be ≥ 0, got {self.dsm_steps}")
+        if self.dual_lr is not None and not self.dual_lr > 0:
+            raise ValueError(f"dual_lr must be > 0 (or None), got {self.dual_lr}")
+        if not 0 < self.dual_decay <= 1:
+            raise ValueError(f"dual_decay must lie in (0, 1], got {self.dual_decay}")
+        if not isinstance(self.langevin_t_min, (int, np.integer)) or self.langevin_t_min < 0:
+            raise ValueError(f"langevin_t_min must be an integer ≥ 0, got {self.langevin_t_min!r}")
+        if self.kl_source not in ("model", "mcmc"):
+            raise ValueError(f"kl_source must be 'model' or 'mcmc', got {self.kl_source!r}")
+
+
+@dataclass
+class ComposeRound:
+    """One round: the λ used, the per-expert values it produced (KLs or losses), the λ after the dual
+    step, the round's samples and (Algorithm 2, OR) the primal model."""
+
+    round: int
+    lam: np.ndarray
+    values: np.ndarray
+    lam_next: np.ndarray
+    samples: np.ndarray
+    model: torch.nn.Module | None = None
+
+
+@dataclass
+class ComposeResult:
+    lam: np.ndarray  # mean of the last `average_last` iterates
+    lam_history: np.ndarray  # (rounds + 1, m): λ used in each round, then the last λ
+    values_history: np.ndarray  # (rounds, m): KL_i (AND) or losses (OR) per round
+    samples: np.ndarray  # the last round's samples
+    model: torch.nn.Module | None
+    seconds: float
+    extra: dict = field(default_factory=dict)  # what a caller adds (SD: expert names, decoded images)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The last round's per-expert values."""
+        return self.values_history[-1]
+
+
+def run_rounds(rounds: Iterator[ComposeRound], average_last: int = 3) -> ComposeResult:
+    """Run a composition generator to the end and collect its history."""
+    t0 = time.perf_counter()
+    hist, vals, last = [], [], None
+    for last in rounds:
+        hist.append(last.lam)
+        vals.append(last.values)
+    if last is None:
+        raise ValueError("rounds: the generator produced no round")
+    hist.append(last.lam_next)
+    lam_hist = np.array(hist)
+    lam = lam_hist[-average_last:].mean(0)
+    return ComposeResult(lam / lam.sum(), lam_hist, np.array(vals), last.samples, last.model,
+                         time.perf_counter() - t0)
+
+
+
+def _check_lam(lam, m: int) -> np.ndarray:
+    lam = np.asarray(lam, dtype=float)
+    if lam.shape != (m,) or not np.all(np.isfinite(lam)):
+        raise ValueError(f"lam: expected {m} finite weights, got {lam.tolist()}")
+    if np.any(lam < 0) or abs(lam.sum() - 1) > 1e-6:
+        raise ValueError(f"lam: weights must lie on the simplex (non-negative, sum 1), got {lam.tolist()}")
+    return lam
+
+
+def _check_models(models):
+    models = list(models)
+    if len(models) < 2:
+        raise ValueError(f"experts: need at least 2 ε-models to compose, got {len(models)}")
+    for i, m in enumerate(models):
+        if not callable(m):
+            raise ValueError(f"experts[{i}]: expected an ε-model eps(x, t), got {type(m).__name__}")
+    return models
+
+
+def _dual(m: int, config: ComposeConfig, first_values, default_lr) -> SimplexDual:
+    lr = config.dual_lr if config.dual_lr is not None else default_lr(np.asarray(first_values))
+    return SimplexDual(m, lr=float(lr), decay=config.dual_decay)
+
+
+def _and_default_lr(config):
+    return lambda g: config.dual_lr_scale / max(float(np.mean(g)), 1e-6)
