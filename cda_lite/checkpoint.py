@@ -58,7 +58,10 @@ def _default_mode() -> int:
     return 0o666 & ~m
 
 
-def _atomic_write(path: str, write, suffix: str) -> None:
+def atomic_write(path: str, write, suffix: str = "", before_replace=None) -> None:
+    """Write ``path`` atomically: ``write(f)`` into a temporary file in the same folder, fsync, give it
+    the mode an ordinary ``open`` would (0666 & ~umask), call ``before_replace()`` (e.g. rotate the
+    older copies), then ``os.replace`` — a crash leaves either the old file or the new one, never half."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
@@ -68,6 +71,8 @@ def _atomic_write(path: str, write, suffix: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -77,11 +82,11 @@ def _atomic_write(path: str, write, suffix: str) -> None:
 
 def atomic_save(obj, path: str) -> None:
     """torch.save ``obj`` to ``path`` atomically (no header: caches and model files)."""
-    _atomic_write(path, lambda f: torch.save(obj, f), ".pt")
+    atomic_write(path, lambda f: torch.save(obj, f), ".pt")
 
 
 def atomic_write_json(obj, path: str) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), ".json")
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()), ".json")
 
 
 # --------------------------------------------------------------------------- finiteness
@@ -162,21 +167,7 @@ def save_checkpoint(state: dict, path: str, config: dict | None = None, keep: in
         f.write(head)
         f.write(payload)
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _rotate(path, keep)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write, ".pt", before_replace=lambda: _rotate(path, keep))
 
 
 def _rotate(path: str, keep: int) -> None:

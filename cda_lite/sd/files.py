@@ -3,7 +3,6 @@ created with mode 0666 & ~umask (folders 0777 & ~umask) — ``tempfile`` alone w
 from __future__ import annotations
 
 import os
-import tempfile
 
 
 def umask() -> int:
@@ -28,18 +27,9 @@ def honour_umask(path: str) -> None:
 
 
 def atomic_write_bytes(data: bytes, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        honour_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically, mode 0666 & ~umask (:func:`cda_lite.checkpoint.atomic_write`)."""
+    from cda_lite.checkpoint import atomic_write
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str) -> None:

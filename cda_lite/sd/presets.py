@@ -90,6 +90,7 @@ class AlignPreset:
     polish: float = 0.0  # last fraction of primal steps at λ frozen to that average
     patience: int = 200  # dual steps a constraint may stay violated before "likely infeasible"
     on_infeasible: str = "warn"  # "warn" | "raise"
+    dual_precondition: bool = False  # dual step along Cov⁻¹·slack (a damped Newton step; cda_lite.align)
 
     @property
     def grad_accum(self) -> int:

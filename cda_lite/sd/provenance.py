@@ -53,6 +53,7 @@ _ALIGN = {
     "polish": ("ours", "off: no primal steps at frozen λ"),
     "patience": ("ours", "dual steps before a constraint is reported likely infeasible"),
     "on_infeasible": ("ours", "warn, not stop, on a likely infeasible level"),
+    "dual_precondition": ("ours", "off: the paper's plain dual step"),
 }
 _ALIGN_BY_PRESET = {
     "fig4": {"constraints": ("guess", "aesthetic, PickScore ≥ 0.5σ are the paper's; hps ≥ 0, mps ≥ 0 are ours (not recorded)"),
