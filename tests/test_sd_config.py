@@ -200,7 +200,8 @@ def test_every_core_setting_reaches_the_trainer():
     new = {"steps": 7, "lr": 3e-4, "optimizer": "adam", "lr_cosine": True, "dual_lr": 0.3, "dual_every": 2,
            "dual_warmup": 3, "lam_init": 0.7, "sample_steps": 5, "eta": 0.5, "grad_steps": 4,
            "random_truncation": False, "checkpointing": True, "kl_weight": 0.4, "grad_clip": 2.0,
-           "lam_average": 0.5, "polish": 0.1, "patience": 9, "on_infeasible": "raise", "seed": 11}
+           "lam_average": 0.5, "polish": 0.1, "patience": 9, "on_infeasible": "raise", "seed": 11,
+           "dual_precondition": True}
     assert set(new) == {f.name for f in fields(AlignConfig)} - mapped
     c = load_config(preset="fig3", tiny=True, overrides=[f"{k}={v}" for k, v in new.items()] + ["dual=nupi",
                                                                                                "kappa_p=0.2", "nu=0.5"])
