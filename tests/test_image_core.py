@@ -267,6 +267,36 @@ def test_algorithm3_on_images_equals_the_flattened_run():
     assert not np.allclose(img.lam_history[-1], img.lam_history[0])  # λ moved
 
 
+def test_algorithm3_on_images_matches_lemma2_by_hand_for_gaussian_experts():
+    """Independent truth: Gaussian experts N(μ_i, Σ) on 4×4 images sharing Σ. Noised, q_i,t = N(√ᾱ_t μ_i, C_t)
+    with C_t = ᾱ_t Σ + (1 − ᾱ_t) I, so ε_i(x) = √(1−ᾱ_t) C_t⁻¹(x − √ᾱ_t μ_i) and ε_λ − ε_i is the constant
+    √(1−ᾱ_t)√ᾱ_t C_t⁻¹(μ_i − Σ_j λ_j μ_j). Lemma 2 over every t is then exact whatever the samples:
+    KL_i = Σ_t β_t ᾱ_t / 2 · ‖C_t⁻¹(μ_i − μ̄_λ)‖², written here from the schedule alone."""
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(D, D)) * 0.5 / math.sqrt(D)
+    S = A @ A.T + 0.3 * np.eye(D)
+    mus = [rng.normal(size=D) * 0.7 for _ in range(3)]
+    experts = [AsImage(ExactEps(GaussianMixture.gaussian(mu, S), SCHEDULE)) for mu in mus]
+    cfg = ComposeConfig(rounds=2, n_samples=8, kl_timesteps=None, seed=3)
+    res = run_rounds(and_dual_only(experts, SCHEDULE, cfg, dim=SHAPE))
+    assert res.samples.shape == (8, *SHAPE)
+
+    def by_hand(lam):
+        mbar = sum(l * mu for l, mu in zip(lam, mus))
+        out = np.zeros(3)
+        for t in range(SCHEDULE.T):
+            ab, beta = SCHEDULE.alphas_cumprod[t], SCHEDULE.betas[t]
+            C = ab * S + (1 - ab) * np.eye(D)
+            for i, mu in enumerate(mus):
+                d = np.linalg.solve(C, mu - mbar)
+                out[i] += beta * ab / 2 * float(d @ d)
+        return out
+
+    for lam, values in zip(res.lam_history, res.values_history):  # both rounds: λ = 1/3 each, then moved
+        np.testing.assert_allclose(values, by_hand(lam), rtol=2e-4)  # float32 sampling: 1e-5 measured
+    assert not np.allclose(res.lam_history[1], res.lam_history[0])
+
+
 def test_das_and_blends_on_images_equal_the_flattened_runs():
     p, q = conv_pair()
     w = torch.linspace(-1, 1, D, dtype=torch.float64)
@@ -294,6 +324,23 @@ def test_das_and_blends_on_images_equal_the_flattened_runs():
     b = sample_db_mpa([Flat(p), Flat(q)], [0.3, 0.7], SCHEDULE, 16, steps=8, dim=D, seed=4)
     assert a.shape == (16, *SHAPE)
     torch.testing.assert_close(a.flatten(1), b, rtol=1e-10, atol=1e-10)
+
+
+def test_db_mpa_on_images_samples_the_exact_surrogate_chain_law():
+    """Independent truth: DB-MPA runs the chain with Σ w_i ε_i; for single-Gaussian experts every ε_i is
+    affine, so the chain's output law is the Gaussian :func:`cda_lite.compose.surrogate_chain_gaussian`
+    propagates step by step without sampling. The image-shaped samples must match its mean and variance."""
+    P1, P2 = gaussian(11, 0.6), gaussian(12, 0.9)
+    w, steps, n = [0.3, 0.7], 10, 4000
+    law = surrogate_chain_gaussian([P1, P2], w, SCHEDULE, steps, 1.0)
+    x = sample_db_mpa([AsImage(ExactEps(P, SCHEDULE)) for P in (P1, P2)], w, SCHEDULE, n, steps=steps,
+                      dim=SHAPE, seed=2)
+    assert x.shape == (n, *SHAPE)
+    got = x.flatten(1).double().numpy()
+    sd = np.sqrt(np.diag(law.covs[0]))
+    z = (got.mean(0) - law.means[0]) / (sd / math.sqrt(n))  # standard errors, one per pixel
+    assert np.abs(z).max() < 4.5, np.abs(z).max()  # 16 pixels: a 4.5σ miss has probability < 1e-4
+    np.testing.assert_allclose(got.var(0), np.diag(law.covs[0]), rtol=0.12)  # se of a variance: √(2/n) ≈ 2 %
 
 
 def test_das_on_images_reaches_the_exact_tilted_mean():
