@@ -87,7 +87,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     ``schedule`` (default: the 2-D chapters' linear β 1e-4 → 0.1, T = 100) is the experts' schedule;
     ``dual_only_schedule`` may give Algorithm 3 its own (exact experts only, e.g. the paper's T = 1000).
     Returns a JSON-able dict; the rounds' samples and λ histories are included for plotting.
-    The error of Algorithm 2 is reported against the exact answer: ``lam_error_inf`` = |λ − λ*|∞,
+    The error of Algorithm 2 is reported against the exact answer: ``lam_error_inf`` = ‖λ − λ*‖∞,
     ``max_kl_at_lam_learned`` (exact max-KL of q_AND^λ at the learned λ) against ``max_kl_exact``
     (``max_kl_excess`` = their ratio − 1) and ``kls_at_lam_learned`` (exact KL to each expert).
     """

@@ -5,7 +5,7 @@
 because they pass — and prints one row per problem: λ*(q), λ*(q̂) of the pretrained sampler, the
 learned λ, the relative error ‖λ − λ*‖/‖λ*‖ split into pretraining and optimisation, the worst slack
 (σ units) and the seconds. ``sweep compose2d`` runs Algorithm 2 on ``random_composition`` and
-reports |λ − λ*|∞, the exact max-KL at the learned λ against the optimum and the spread of the exact
+reports ‖λ − λ*‖∞, the exact max-KL at the learned λ against the optimum and the spread of the exact
 KLs of the active experts at the learned λ. A summary gives medians, worst cases and time per
 problem; a figure (learned vs exact λ, and the error split into its parts) is saved to ``--figure``.
 Chapters 4 and 5.
