@@ -67,10 +67,12 @@ class AlignmentOutcome:
 
 def run_alignment(pretrained, schedule, rewards, levels, config: AlignConfig, noise_shape, pretrained_samples,
                   directions=">=", units: str = "raw", names=None, correction=None, fixed_weights_raw=None,
-                  progress: bool = False, train: bool = True) -> AlignmentOutcome:
-    """Algorithm 1 end to end. ``fixed_weights_raw`` (multipliers in the rewards' units) freezes λ at
+                  progress: bool = False, train: bool = True, normalizers=None) -> AlignmentOutcome:
+    """Algorithm 1 end to end. ``normalizers`` (already fitted on ``pretrained_samples``; then
+    ``pretrained_samples`` may be None) skips the fit. ``fixed_weights_raw`` (multipliers in the rewards' units) freezes λ at
     w·s (σ units): the weighted-objective baseline. ``train=False`` returns before training (resume)."""
-    normalizers = fit_normalizers(rewards, pretrained_samples)
+    if normalizers is None:
+        normalizers = fit_normalizers(rewards, pretrained_samples)
     constraints = normalized_constraints(rewards, levels, normalizers, directions, units, names)
     if fixed_weights_raw is not None:
         if len(fixed_weights_raw) != len(constraints):
