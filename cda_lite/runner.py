@@ -49,17 +49,19 @@ class AlignmentOutcome:
     normalizers: list
 
     def summary(self, expected_raw=None, kl=None) -> dict:
-        """λ (σ and raw units), levels in both units; with ``expected_raw`` the expected rewards and
-        slacks in both units; ``kl`` as given (the caller's estimate)."""
-        out = {"lam_sigma": np.asarray(self.trainer.lam, float).tolist(),
+        """λ in the constraints' units (σ where normalised) and in the rewards' units, levels in both
+        units (σ entries None for a constraint without a normaliser); with ``expected_raw`` the expected
+        rewards and σ slacks; ``kl`` as given (the caller's estimate)."""
+        cons = self.constraints
+        out = {"lam": np.asarray(self.trainer.lam, float).tolist(),
                "lam_raw": np.asarray(self.trainer.lam_raw(), float).tolist(),
-               "levels_sigma": [c.level for c in self.constraints],
-               "levels_raw": [c.raw_level() for c in self.constraints]}
+               "levels_sigma": [c.level if c.normalizer else None for c in cons],
+               "levels_raw": [c.raw_level() for c in cons]}
         if expected_raw is not None:
-            e = np.asarray(expected_raw, float)
-            out["expected_raw"] = e.tolist()
-            out["expected_sigma"] = [float(n(v)) for n, v in zip(self.normalizers, e)]
-            out["slack_sigma"] = [c.slack(s) for c, s in zip(self.constraints, out["expected_sigma"])]
+            e = [float(v) for v in expected_raw]
+            out["expected_raw"] = e
+            out["expected_sigma"] = [float(c.normalizer(v)) if c.normalizer else None for c, v in zip(cons, e)]
+            out["slack_sigma"] = [c.slack(s) if s is not None else None for c, s in zip(cons, out["expected_sigma"])]
         if kl is not None:
             out["kl"] = float(kl)
         return out
