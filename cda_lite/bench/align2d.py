@@ -23,8 +23,8 @@ import torch
 from cda_lite import pick
 from cda_lite._cli import count, existing_file
 from cda_lite.exact.problems import load_problem_file
-from cda_lite.align import AlignConfig, finetune
-from cda_lite.constraints import Constraint, RewardNormalizer
+from cda_lite.align import AlignConfig
+from cda_lite.runner import run_alignment
 from cda_lite.empirical import empirical_align_dual
 from cda_lite.exact import InfeasibleConstraintError, align_dual
 from cda_lite.kl import pathwise_kl
@@ -104,20 +104,15 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
     gen_seed = problem.seed + 1
     x_pre = sample(pretrained, schedule, (n_eval, problem.base.dim), steps=config.sample_steps, eta=config.eta,
                    seed=gen_seed)
-    normalizers = [RewardNormalizer.fit(r(x_pre.double())) for r in problem.rewards]
-    constraints = [Constraint(getattr(r, "name", f"r{i}"), r, (b - n.mean) / n.std, ">=", n)
-                   for i, (r, b, n) in enumerate(zip(problem.rewards, problem.thresholds, normalizers))]
-    if fixed_weights_raw is not None:
-        if len(fixed_weights_raw) != len(constraints):
-            raise ValueError(f"fixed_weights_raw: {len(fixed_weights_raw)} weights for {len(constraints)} rewards")
-        config = replace(config, fixed_weights=[w * n.std for w, n in zip(fixed_weights_raw, normalizers)])
-    elif equal_weights is not None:
-        config = replace(config, fixed_weights=[float(equal_weights)] * len(constraints))
+    if equal_weights is not None and fixed_weights_raw is None:
+        config = replace(config, fixed_weights=[float(equal_weights)] * len(problem.rewards))
     hidden, layers = correction_size
     correction = MLPEps(schedule.T, dim=problem.base.dim, hidden=hidden, layers=layers)
-    trainer, model = finetune(pretrained, constraints, schedule, replace(config, seed=problem.seed), (problem.base.dim,),
-                              correction=correction)
-    trainer.train(progress=progress)
+    run = run_alignment(pretrained, schedule, problem.rewards, problem.thresholds, replace(config, seed=problem.seed),
+                        (problem.base.dim,), x_pre.double(), correction=correction,
+                        fixed_weights_raw=fixed_weights_raw, progress=progress)
+    trainer, model, constraints, normalizers = run.trainer, run.model, run.constraints, run.normalizers
+    config = replace(config, fixed_weights=trainer.config.fixed_weights)
     t_train = time.time()
     model.eval()
     with torch.no_grad():

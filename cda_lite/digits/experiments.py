@@ -2,7 +2,7 @@
 The setting they share (config, correction network, rewards, normalisers, :func:`setup`) is
 :mod:`cda_lite.digits.experiment_setup`.
 
-- :func:`align` — Algorithm 1 (:func:`cda_lite.align.finetune`): the frozen UNet plus a zero-initialised
+- :func:`align` — Algorithm 1 (:func:`cda_lite.runner.run_alignment`): the frozen UNet plus a zero-initialised
   :class:`~cda_lite.digits.experiment_setup.ConvCorrection` (the :class:`~cda_lite.models.ResidualEps` pattern), with learned λ
   (constrained) or frozen λ (fixed weights). Evaluated on fresh samples: normalised reward means and the
   path-wise KL to the pretrained model (Lemma 1, along the same chain).
@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cda_lite.align import AlignConfig, AlignedEps, finetune
+from cda_lite.align import AlignConfig, AlignedEps
+from cda_lite.runner import run_alignment
 from cda_lite.checkpoint import atomic_save
 from cda_lite.compose import ComposeConfig, and_dual_only, run_rounds, surrogate_kls
 from cda_lite.differentiable import sample_differentiable
@@ -151,9 +152,12 @@ def align(setup: DigitSetup, spec, fixed_weights=None, steps: int | None = None,
         run.model = residual_model(setup, run.correction_state)
         return run
     t0 = time.perf_counter()
-    trainer, aligned = finetune(setup.pretrained, constraints, setup.schedule, acfg, noise_shape=SHAPE,
-                                correction=correction_for(setup))
-    trainer.train(progress=progress)
+    names = [c.name for c in constraints]
+    outcome = run_alignment(setup.pretrained, setup.schedule, [setup.rewards[n] for n in names],
+                            [c.level for c in constraints], acfg, SHAPE, None, [c.direction for c in constraints],
+                            units="sigma", names=names, correction=correction_for(setup), progress=progress,
+                            normalizers=[setup.normalizers[n] for n in names])
+    trainer, aligned, constraints = outcome.trainer, outcome.model, outcome.constraints
     aligned.eval()
     residual = trainer.modules["model"]
     x, kl = evaluate(setup, residual, n_eval, seed=cfg.seed + 202)

@@ -22,6 +22,7 @@ from cda_lite import checkpoint as C
 from cda_lite.checkpoint import atomic_write_json
 from cda_lite.constraints import Constraint
 from cda_lite.differentiable import sample_differentiable
+from cda_lite.runner import AlignmentOutcome
 from cda_lite.sd import lora as L
 from cda_lite.sd import sampling as S
 from cda_lite.sd.presets import AlignPreset, derived
@@ -225,8 +226,9 @@ def run(pipe, p: AlignPreset, out: str, resume: bool = True, progress: bool = Tr
         L.save_lora(pipe, os.path.join(out, "lora"))
     last = trainer.log[-1] if trainer.log else {}
     summary = {"status": status if trainer.step >= p.steps else "partial", "preset": p.name, "step": trainer.step,
-               "constraints": [c.describe() for c in trainer.constraints], "lam": trainer.lam.tolist(),
-               "lam_raw": trainer.lam_raw().tolist(), "last_expected": last.get("expected"),
+               "constraints": [c.describe() for c in trainer.constraints],
+               **AlignmentOutcome(trainer, None, trainer.constraints, [c.normalizer for c in trainer.constraints]).summary(),
+               "last_expected": last.get("expected"),
                "last_kl": last.get("kl"), "published": p.published}
     if main:
         atomic_write_json(summary, os.path.join(out, "summary.json"))
