@@ -13,7 +13,7 @@ Example::
 
 Every "implement a piece" exercise of the book calls its check in the solution (and the nbgrader
 assignments, ``make assignments``, grade with the same checks); the cases live in
-:mod:`cda_lite.exercise_cases`. The student edition (solutions removed, starter cells added) is made
+:mod:`cda_lite.exercise_cases` (Stable Diffusion rung: :mod:`cda_lite.exercise_cases_sd`). The student edition (solutions removed, starter cells added) is made
 by ``tools/strip_solutions.py`` (``make student``).
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cda_lite import exercise_cases as _cases
+from cda_lite import exercise_cases_sd as _cases_sd
 
 __all__ = ["check", "list_checks", "CheckFailure", "CaseTimeout"]
 
@@ -43,7 +44,7 @@ class _Check:
     cases: Callable  # () -> list of (case name, runner(student_fn) raising CheckFailure)
 
 
-_CHECKS = {name: _Check(name, *spec) for name, spec in _cases.BUILDERS.items()}
+_CHECKS = {name: _Check(name, *spec) for name, spec in {**_cases.BUILDERS, **_cases_sd.BUILDERS}.items()}
 
 
 class CaseTimeout(Exception):

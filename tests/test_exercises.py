@@ -523,3 +523,32 @@ def test_starter_cells_for_a_real_chapter():
     assert "def snis_dual_ascent(R, b, eta, n_steps):" in tail and "raise NotImplementedError" in tail
     assert '# check("ch3.snis_dual_ascent", snis_dual_ascent)' in tail
     assert "def snis_expected" not in tail and "lam_mc" not in tail  # no solution code leaks
+
+
+def test_hps_score_check(capsys):
+    """ch10.hps_score: the book's solution passes; a score with CLIP's logit scale fails."""
+    def hps_score(model, pixel_values, input_ids):
+        img_e = model.vision_model(pixel_values=pixel_values).pooler_output @ model.visual_projection.weight.T
+        txt_e = model.text_model(input_ids=input_ids).pooler_output @ model.text_projection.weight.T
+        return (img_e / img_e.norm(dim=-1, keepdim=True) * (txt_e / txt_e.norm(dim=-1, keepdim=True))).sum(-1)
+
+    ok, out = run("ch10.hps_score", hps_score, capsys)
+    assert ok, out
+    ok, out = run("ch10.hps_score", lambda m, px, ids: m.logit_scale.exp() * hps_score(m, px, ids), capsys)
+    assert not ok and "first mismatch" in out
+    ok, out = run("ch10.hps_score", lambda m, px, ids: hps_score(m, px, ids.flip(0)), capsys)  # prompts of other images
+    assert not ok
+
+
+def test_cfg_mixture_check(capsys):
+    """ch11.cfg_mixture: the book's solution passes; swapped weights or plain CFG on c1 fail."""
+    def cfg_mixture(unet, x, t, unc, c1, c2, guidance, lam):
+        e = [unet(x, t, encoder_hidden_states=c.expand(len(x), -1, -1)).sample for c in (unc, c1, c2)]
+        return e[0] + guidance * (lam * e[1] + (1 - lam) * e[2] - e[0])
+
+    ok, out = run("ch11.cfg_mixture", cfg_mixture, capsys)
+    assert ok, out
+    ok, out = run("ch11.cfg_mixture", lambda u, x, t, a, b, c, g, lam: cfg_mixture(u, x, t, a, b, c, g, 1 - lam), capsys)
+    assert not ok and "first mismatch" in out
+    ok, out = run("ch11.cfg_mixture", lambda u, x, t, a, b, c, g, lam: cfg_mixture(u, x, t, a, b, b, g, 1.0), capsys)
+    assert not ok
