@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cda_lite._checks import InputError, check_simplex
 from cda_lite.constraints import SimplexDual
 
 
@@ -117,10 +118,9 @@ def run_rounds(rounds: Iterator[ComposeRound], average_last: int = 3) -> Compose
 
 def _check_lam(lam, m: int) -> np.ndarray:
     lam = np.asarray(lam, dtype=float)
-    if lam.shape != (m,) or not np.all(np.isfinite(lam)):
-        raise ValueError(f"lam: expected {m} finite weights, got {lam.tolist()}")
-    if np.any(lam < 0) or abs(lam.sum() - 1) > 1e-6:
-        raise ValueError(f"lam: weights must lie on the simplex (non-negative, sum 1), got {lam.tolist()}")
+    if lam.shape != (m,):
+        raise InputError(f"lam: expected {m} weights, got shape {lam.shape}")
+    check_simplex(lam, "lam", atol=1e-6)  # finite, non-negative, summing to 1
     return lam
 
 
