@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cda_lite.empirical import empirical_align_dual
+from cda_lite.empirical import empirical_align_dual, refine_multipliers
 from cda_lite.exact import InfeasibleConstraintError, align_dual, product_dual
 from cda_lite.gmm import GaussianMixture
 from cda_lite.exact.problems import (AlignmentProblem, CompositionProblem, load_problem, random_alignment,
@@ -141,3 +141,35 @@ def test_newton_dual_step_is_exact_for_gaussian_linear():
     # an inactive constraint (λ = 0, slack > 0) is left to plain ascent
     out = newton_slacks(np.array([-0.1, 0.4]), cov, np.array([0.5, 0.0]), ridge=0.0)
     assert out[1] == 0.4 and out[0] == pytest.approx(-0.1 / cov[0, 0])
+
+
+@pytest.mark.parametrize("lam_bar,level", [(0.5, 1.2), (0.5, 0.2), (0.0, 0.7)])
+def test_refine_multipliers_gaussian_closed_form(lam_bar, level):
+    """Samples of the exact tilt N(λ̄, 1) of q = N(0, 1) by r = x: the multiplier that meets E r ≥ b is
+    λ* = max(b, 0) (closed form), whether it lies above λ̄ (δ > 0) or below it (δ < 0, allowed down to −λ̄)."""
+    x = np.random.default_rng(3).standard_normal(200_000) + lam_bar
+    res = refine_multipliers(x[None], [level], [lam_bar])
+    assert res.lam[0] == pytest.approx(level, abs=0.01)
+    with pytest.raises(ValueError, match="lam"):
+        refine_multipliers(x[None], [level], [-1.0])
+
+
+def test_refine_multipliers_stops_at_zero():
+    """A level the base already meets: λ* = 0, even when the tilted samples were drawn at λ̄ = 0.8."""
+    x = np.random.default_rng(4).standard_normal(100_000) + 0.8
+    res = refine_multipliers(x[None], [-0.5], [0.8])
+    assert res.lam[0] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_and_dual_fed_exact_kls_reaches_product_dual(seed):
+    """Algorithm 2's dual fed exact KLs converges to the closed-form λ* of product_dual (many rounds,
+    slow decay), and the fast profile's 8 rounds already land within 0.01 (the dual schedule's share)."""
+    from cda_lite.compose import ComposeConfig, and_dual_exact_kls, run_rounds
+
+    p = random_composition(seed)
+    star = product_dual(p.experts).lam
+    long = run_rounds(and_dual_exact_kls(p.experts, ComposeConfig(rounds=60, dual_decay=0.97, average_last=10)), 10).lam
+    assert np.abs(long - star).max() < 2e-3
+    fast = run_rounds(and_dual_exact_kls(p.experts, ComposeConfig()), 3).lam
+    assert np.abs(fast - star).max() < 0.01

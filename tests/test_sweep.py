@@ -25,6 +25,10 @@ def test_decompose_adds_up_and_relative_error():
     assert d["rel_pretraining"] == pytest.approx(np.hypot(0.1, 0.2) / np.hypot(1, 2))
     assert d["rel_optimisation"] == pytest.approx(np.hypot(0.1, 0.1) / np.hypot(1, 2))
     assert "lam_sampler" not in align2d.decompose([1.0], None, [1.0])
+    d = align2d.decompose([1.0, 2.0], [1.1, 1.8], [1.2, 1.9], [1.15, 1.85])  # learned → refined → λ*(q̂)
+    np.testing.assert_allclose(np.add(d["gap_dual"], d["gap_primal"]), d["gap_optimisation"])
+    assert d["rel_dual"] == pytest.approx(np.hypot(0.05, 0.05) / np.hypot(1, 2))
+    assert d["rel_error_refined"] == pytest.approx(np.hypot(0.15, 0.15) / np.hypot(1, 2))
 
 
 def _fake_align_row(seed, profile, n_sampler):
@@ -32,7 +36,8 @@ def _fake_align_row(seed, profile, n_sampler):
     return {"seed": seed, "components": 2, "lam_exact": lam, "lam_sampler": [l * 1.01 for l in lam],
             "lam_learned": [l * (1 + 0.01 * seed) for l in lam], "error": 0.01 * seed, "pretraining": 0.01,
             "optimisation": 0.01 * seed, "slack_sigma": [0.0, 0.1], "worst_slack_sigma": -0.01 * seed,
-            "kl_exact": 0.3, "kl_path": 0.31, "seconds": 10.0 + seed, "seconds_algorithm": 5.0}
+            "kl_exact": 0.3, "kl_path": 0.31, "seconds": 10.0 + seed, "seconds_algorithm": 5.0,
+            "lam_chain": None, "sampler": None, "network": None}
 
 
 def test_sweep_rows_summary_figure(monkeypatch, tmp_path, capsys):
@@ -102,6 +107,11 @@ def test_committed_align_sweep_is_consistent():
         assert r["pretraining"] == pytest.approx(d["rel_pretraining"])
         assert r["optimisation"] == pytest.approx(d["rel_optimisation"])
         assert r["error"] <= r["pretraining"] + r["optimisation"] + 1e-12  # triangle inequality
+        if r.get("lam_refined") is not None:
+            d = align2d.decompose(r["lam_exact"], r["lam_sampler"], r["lam_learned"], r["lam_refined"])
+            assert r["error_refined"] == pytest.approx(d["rel_error_refined"])
+            assert (r["dual"], r["primal"]) == pytest.approx((d["rel_dual"], d["rel_primal"]))
+            assert r["optimisation"] <= r["dual"] + r["primal"] + 1e-12
         assert r["worst_slack_sigma"] == pytest.approx(min(r["slack_sigma"]))
         assert 0 < r["seconds_algorithm"] <= r["seconds"]
     assert res["summary"] == pytest.approx(sweep.summarize("align2d", res["rows"]))
@@ -123,6 +133,16 @@ def test_committed_compose_sweep_is_consistent():
         np.testing.assert_allclose(r["kls_at_lam_learned"], kls, rtol=1e-6)
         assert r["max_kl_at_lam_learned"] >= star.max_kl * (1 - 1e-6)  # λ* minimises the max-KL
         assert r["error"] == pytest.approx(np.abs(np.subtract(r["lam_learned"], r["lam_exact"])).max())
+        if "lam_exact_kls" in r:  # the chain λ* → exact-KL dual → exact experts → learned, recomputed
+            from cda_lite.compose import ComposeConfig, and_dual_exact_kls, run_rounds
+
+            dual = run_rounds(and_dual_exact_kls(c.experts, ComposeConfig()), 3).lam
+            np.testing.assert_allclose(r["lam_exact_kls"], dual, atol=1e-9)
+            dist = lambda a, b: np.abs(np.subtract(a, b)).max()  # noqa: E731
+            assert r["error_dual_schedule"] == pytest.approx(dist(dual, r["lam_exact"]))
+            assert r["error_estimates"] == pytest.approx(dist(r["lam_exact_experts"], dual))
+            assert r["error_experts"] == pytest.approx(dist(r["lam_learned"], r["lam_exact_experts"]))
+            assert r["error"] <= r["error_dual_schedule"] + r["error_estimates"] + r["error_experts"] + 1e-12
     assert res["summary"] == pytest.approx(sweep.summarize("compose2d", res["rows"]))
 
 

@@ -9,6 +9,13 @@ The error is decomposed in every run: ``lam_exact`` λ*(q) of the base mixture, 
 λ*(q̂) of the pretrained sampler's own law (the dual of Theorem 1 on ≥ 100 k of its samples,
 :mod:`cda_lite.empirical`), ``lam_learned``; ``gap_pretraining`` = λ*(q̂) − λ*(q) and
 ``gap_optimisation`` = learned − λ*(q̂), with their norms relative to ‖λ*(q)‖ (``rel_*``).
+``lam_chain`` λ*(q̂_chain) of the exact ε of q through the same chain splits the pretraining gap into
+the sampler's part (λ*(q̂_chain) − λ*(q): the chain's discretisation) and the network's
+(λ*(q̂) − λ*(q̂_chain)) (``rel_sampler``, ``rel_network``).
+``lam_refined`` solves the last dual step exactly on ≥ 50 k samples of the fine-tuned model
+(:func:`cda_lite.empirical.refine_multipliers`) and splits the optimisation gap once more:
+``gap_dual`` = learned − refined (what the noisy, lagging dual iterates cost) and ``gap_primal`` =
+refined − λ*(q̂) (the fine-tuned model is not exactly a tilt of its base).
 Infeasible levels fail before any training (the exact solver decides; exit 2, one line naming the
 constraint and the best reachable level).
 """
@@ -25,21 +32,20 @@ from cda_lite._cli import count, existing_file
 from cda_lite.exact.problems import load_problem_file
 from cda_lite.align import AlignConfig
 from cda_lite.runner import run_alignment
-from cda_lite.empirical import empirical_align_dual
+from cda_lite.empirical import empirical_align_dual, refine_multipliers
 from cda_lite.exact import InfeasibleConstraintError, align_dual
 from cda_lite.kl import pathwise_kl
 from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import MLPEps
-from cda_lite.pretrained import default_schedule, pretrain_2d
+from cda_lite.pretrained import PRETRAIN_EMA, default_schedule, pretrain_2d
 from cda_lite.exact.problems import AlignmentProblem, load_problem
 from cda_lite.sampling import LARGE, sample
 
 
-PRETRAIN_EMA = 0.995
-"""EMA decay of the base network's weights in the bench's pretraining (``pretrain_2d(ema=...)``). On
-random problems the last DSM iterate's own sampler law q̂ put λ*(q̂) 6–9 % from λ*(q) where the
-exact ε through the same chain is 3 % off; the averaged weights remove most of the network's share
-(``benchmarks/README.md``, issue 12)."""
+REFINE_SAMPLES = 50_000
+"""Samples of the fine-tuned model for ``lam_refined`` (SE of each slack ≈ 0.005 σ)."""
+
+
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
@@ -83,14 +89,16 @@ class LearnedAlignment:
 def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps: int | None = None,
                       n_eval: int = 4096, fixed_weights_raw=None, equal_weights: float | None = None,
                       correction_size: tuple[int, int] = (64, 2), progress: bool = False,
-                      n_sampler: int | None = None, pretrain_ema: float | None = None) -> LearnedAlignment:
+                      n_sampler: int | None = None, pretrain_ema: float | None = None,
+                      n_refine: int | None = None) -> LearnedAlignment:
     """Run Algorithm 1 on ``problem`` (a path, dict or AlignmentProblem). With ``fixed_weights_raw``
     (multipliers in the rewards' units) or ``equal_weights`` (one multiplier for every σ-normalised
     reward, the paper's baseline) λ is frozen: the weighted-objective baseline. ``correction_size`` =
     (hidden width, layers) of the zero-initialised correction MLP. ``pretrain_ema``: EMA decay of the
     base network's DSM weights (None: the last iterate, as the chapters' cached models). ``n_sampler`` samples of the
     pretrained sampler give λ*(q̂) (``lam_sampler``; None or 0, the default, skips it; the command line
-    uses 100 000). Infeasible levels raise
+    uses 100 000). ``n_refine`` samples of the fine-tuned model give ``lam_refined`` (None or 0 skips it;
+    the command line uses :data:`REFINE_SAMPLES`). Infeasible levels raise
     :class:`~cda_lite.exact.InfeasibleConstraintError` before any training."""
     t0 = time.time()
     problem = problem if isinstance(problem, AlignmentProblem) else load_problem(problem)
@@ -121,12 +129,18 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         kl_mean, kl_se = pathwise_kl(model, pretrained, trainer.chain, (n_eval, problem.base.dim), seed=gen_seed + 2,
                                      dtype=torch.float32)
     t_eval = time.time()
-    sampler, sampler_error = None, None
+    sampler, sampler_error, chain_lam = None, None, None
     if n_sampler:
         try:
             sampler = sampler_dual(pretrained, schedule, problem, config, n_sampler, seed=gen_seed + 5)
         except InfeasibleConstraintError as e:  # the pretrained sampler cannot reach a level: say so, keep the run
             sampler_error = str(e)
+        chain_lam = chain_dual(problem, config, n_sampler, seed=gen_seed + 6)
+    t_sampler = time.time()
+    refined = None
+    if n_refine and config.fixed_weights is None:
+        values = reward_values(model, schedule, problem, config, n_refine, seed=gen_seed + 7)
+        refined = refine_multipliers(values, problem.thresholds, trainer.lam_raw())
     target_samples = exact.target.sample(n_eval, seed=gen_seed + 3)
     expected = np.array([float(r(x).mean()) for r in problem.rewards])
     sd = np.array([n.std for n in normalizers])
@@ -147,14 +161,15 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "pretrain_ema": pretrain_ema,
         "dual_precondition": config.dual_precondition,
     }
-    result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw()))
+    result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw(),
+                            None if refined is None else refined.lam, chain_lam))
     if sampler is not None:
         result.update({"n_sampler": sampler.n, "sampler_ess": sampler.ess})
     if sampler_error:
         result["sampler_infeasible"] = sampler_error
     t_end = time.time()
     result["seconds_by_part"] = {"pretrain": t_pre - t0, "train": t_train - t_pre, "evaluate": t_eval - t_train,
-                                 "sampler_dual": t_end - t_eval}
+                                 "sampler_dual": t_sampler - t_eval, "refine": t_end - t_sampler}
     result["seconds"] = t_end - t0
     result["seconds_algorithm"] = t_train - t0  # pretraining + primal-dual, without the diagnostics
     return LearnedAlignment(problem, trainer, model, pretrained, constraints, normalizers, x.numpy(),
@@ -170,17 +185,38 @@ def check_feasible(problem: AlignmentProblem):
         raise InfeasibleConstraintError(f"{problem.name}: {e}", e.constraints) from None
 
 
+def reward_values(model, schedule, problem: AlignmentProblem, config: AlignConfig, n: int, seed: int = 0,
+                  chunk: int = 50_000) -> np.ndarray:
+    """(m, n): the rewards at ``n`` samples of ``model`` through the run's chain (no graph)."""
+    values = []
+    with torch.no_grad():
+        for k, start in enumerate(range(0, n, chunk)):
+            size = min(chunk, n - start)
+            x = sample(model, schedule, (size, problem.base.dim), steps=config.sample_steps, eta=config.eta,
+                       seed=seed + 1000 * k).double()
+            values.append(np.stack([r(x).numpy() for r in problem.rewards]))
+    return np.concatenate(values, 1)
+
+
 def sampler_dual(pretrained, schedule, problem: AlignmentProblem, config: AlignConfig, n: int = 100_000,
                  seed: int = 0, chunk: int = 50_000):
     """λ*(q̂): the dual of Theorem 1 on ``n`` samples of the pretrained sampler (the chain the run
     fine-tunes), in the rewards' units (:func:`cda_lite.empirical.empirical_align_dual`)."""
-    values = []
-    for k, start in enumerate(range(0, n, chunk)):
-        size = min(chunk, n - start)
-        x = sample(pretrained, schedule, (size, problem.base.dim), steps=config.sample_steps, eta=config.eta,
-                   seed=seed + 1000 * k).double()
-        values.append(np.stack([r(x).numpy() for r in problem.rewards]))
-    return empirical_align_dual(np.concatenate(values, 1), problem.thresholds)
+    return empirical_align_dual(reward_values(pretrained, schedule, problem, config, n, seed, chunk),
+                                problem.thresholds)
+
+
+def chain_dual(problem: AlignmentProblem, config: AlignConfig, n: int = 100_000, seed: int = 0):
+    """λ*(q̂_chain): the dual of Theorem 1 on ``n`` samples of the *exact* ε of the base through the run's
+    chain: what the sampler's discretisation alone moves λ*, with no network (None when a level is out
+    of that sampler's reach)."""
+    from cda_lite.models import ExactEps
+
+    schedule = default_schedule()
+    try:
+        return sampler_dual(ExactEps(problem.base, schedule), schedule, problem, config, n, seed).lam
+    except InfeasibleConstraintError:
+        return None
 
 
 def relative_error(lam, lam_ref) -> float:
@@ -190,8 +226,10 @@ def relative_error(lam, lam_ref) -> float:
     return float(np.linalg.norm(lam - lam_ref) / max(np.linalg.norm(lam_ref), 1e-12))
 
 
-def decompose(lam_exact, lam_sampler, lam_learned) -> dict:
-    """learned − λ*(q) = [λ*(q̂) − λ*(q)] (pretraining) + [learned − λ*(q̂)] (optimisation)."""
+def decompose(lam_exact, lam_sampler, lam_learned, lam_refined=None, lam_chain=None) -> dict:
+    """learned − λ*(q) = [λ*(q̂) − λ*(q)] (pretraining) + [learned − λ*(q̂)] (optimisation); with
+    ``lam_refined`` the optimisation part = [learned − refined] (dual) + [refined − λ*(q̂)] (primal); with
+    ``lam_chain`` the pretraining part = [λ*(q̂_chain) − λ*(q)] (sampler) + [λ*(q̂) − λ*(q̂_chain)] (network)."""
     lam_exact, lam_learned = np.asarray(lam_exact, float), np.asarray(lam_learned, float)
     scale = max(float(np.linalg.norm(lam_exact)), 1e-12)
     out = {"rel_error": relative_error(lam_learned, lam_exact)}
@@ -203,6 +241,20 @@ def decompose(lam_exact, lam_sampler, lam_learned) -> dict:
                     "rel_pretraining": float(np.linalg.norm(lam_sampler - lam_exact) / scale),
                     "rel_optimisation": float(np.linalg.norm(lam_learned - lam_sampler) / scale),
                     "rel_optimisation_vs_sampler": relative_error(lam_learned, lam_sampler)})
+    if lam_chain is not None:
+        lam_chain = np.asarray(lam_chain, float)
+        out.update({"lam_chain": lam_chain.tolist(),
+                    "rel_sampler": float(np.linalg.norm(lam_chain - lam_exact) / scale)})
+        if lam_sampler is not None:
+            out["rel_network"] = float(np.linalg.norm(lam_sampler - lam_chain) / scale)
+    if lam_refined is not None:
+        lam_refined = np.asarray(lam_refined, float)
+        out.update({"lam_refined": lam_refined.tolist(), "rel_error_refined": relative_error(lam_refined, lam_exact),
+                    "gap_dual": (lam_learned - lam_refined).tolist(),
+                    "rel_dual": float(np.linalg.norm(lam_learned - lam_refined) / scale)})
+        if lam_sampler is not None:
+            out.update({"gap_primal": (lam_refined - lam_sampler).tolist(),
+                        "rel_primal": float(np.linalg.norm(lam_refined - lam_sampler) / scale)})
     return out
 
 
@@ -216,6 +268,8 @@ def add_arguments(p) -> None:
                    help="freeze every λ at W (default 1) on the σ-normalised rewards: the paper's baseline")
     p.add_argument("--sampler-samples", type=int, default=100_000, metavar="N",
                    help="samples of the pretrained sampler for λ*(q̂) (default 100000; 0 skips the decomposition)")
+    p.add_argument("--refine-samples", type=int, default=REFINE_SAMPLES, metavar="N",
+                   help=f"samples of the fine-tuned model for lam_refined (default {REFINE_SAMPLES}; 0 skips it)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars on stderr")
     p.add_argument("--plain-dual", action="store_true",
                    help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
@@ -229,12 +283,14 @@ def run(args) -> dict:
         cfg = replace(cfg, steps=args.steps)
     if args.fixed_weights is not None and args.equal_weights is not None:
         raise ValueError("give --fixed-weights or --equal-weights, not both")
-    if args.sampler_samples < 0:
-        raise ValueError(f"--sampler-samples must be ≥ 0, got {args.sampler_samples}")
+    for name in ("sampler_samples", "refine_samples"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(args, name)}")
     problem = load_problem_file(args.problem, "align", "align2d")  # before any training
     return learned_alignment(problem, cfg, fixed_weights_raw=args.fixed_weights,
                              equal_weights=args.equal_weights, progress=not args.no_progress,
-                             n_sampler=args.sampler_samples, pretrain_ema=None if args.no_ema else PRETRAIN_EMA).result
+                             n_sampler=args.sampler_samples, pretrain_ema=None if args.no_ema else PRETRAIN_EMA,
+                             n_refine=args.refine_samples).result
 
 
 def format(result: dict) -> str:
@@ -247,4 +303,11 @@ def format(result: dict) -> str:
         lines.insert(2, f"{'λ*(q̂)':>10} {str(np.round(result['lam_sampler'], 3)):>22}   (pretrained sampler's own optimum)")
         lines.append(f"‖λ − λ*‖/‖λ*‖ = {result['rel_error']:.3f}: pretraining {result['rel_pretraining']:.3f}, "
                      f"optimisation {result['rel_optimisation']:.3f}")
+    if "rel_sampler" in result:
+        lines.append(f"pretraining part: sampler (exact ε through the chain) {result['rel_sampler']:.3f}"
+                     + (f", network {result['rel_network']:.3f}" if "rel_network" in result else ""))
+    if "lam_refined" in result:
+        lines.insert(3, f"{'refined':>10} {str(np.round(result['lam_refined'], 3)):>22}   (last dual step solved on the model's samples)")
+        split = (f": dual {result['rel_dual']:.3f}, primal {result['rel_primal']:.3f}" if "rel_primal" in result else "")
+        lines.append(f"refined: ‖λ − λ*‖/‖λ*‖ = {result['rel_error_refined']:.3f}{split}")
     return "\n".join(lines)

@@ -23,13 +23,13 @@ import torch
 from cda_lite import pick
 from cda_lite._cli import count, existing_file
 from cda_lite.exact.problems import load_problem_file
-from cda_lite.compose import (ComposeConfig, and_dual_only, and_primal_dual, or_dual_exact, or_primal_dual,
+from cda_lite.compose import (ComposeConfig, and_dual_exact_kls, and_dual_only, and_primal_dual, or_dual_exact, or_primal_dual,
                               product_kls, product_of_experts, run_rounds, surrogate_fixed_point)
 from cda_lite.exact import mixture_dual, product_dual
 from cda_lite.gmm import GaussianMixture
 from cda_lite.metrics import mode_masses
 from cda_lite.models import ExactEps
-from cda_lite.pretrained import default_schedule, pretrain_2d
+from cda_lite.pretrained import PRETRAIN_EMA, default_schedule, pretrain_2d
 from cda_lite.sampling import sample
 
 
@@ -44,6 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--expert-seed", type=int, default=0, help="training seed of the expert networks")
     p.add_argument("--no-dual-only", action="store_true", help="skip Algorithm 3 (AND) / the exact-primal dual (OR)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
+    p.add_argument("--no-ema", action="store_true",
+                   help="experts from the last DSM iterate (default: the EMA of their weights, as align2d's base)")
 
 
 def run(args) -> dict:
@@ -52,7 +54,8 @@ def run(args) -> dict:
     cfg = default_config(rounds=args.rounds, seed=args.seed)
     fn = and_experiment if args.mode == "and" else or_experiment
     out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,
-             dual_only=not args.no_dual_only, expert_seed=args.expert_seed, progress=not args.no_progress)
+             dual_only=not args.no_dual_only, expert_seed=args.expert_seed, progress=not args.no_progress,
+             expert_ema=None if args.no_ema else PRETRAIN_EMA)
     out["problem"] = problem.name
     return strip_samples(out)
 
@@ -66,13 +69,15 @@ def default_config(rounds=None, seed: int = 0, **kw) -> ComposeConfig:
     return ComposeConfig(**base)
 
 
-def expert_models(experts, schedule, kind: str = "learned", pretrain_steps: int = 1500, seed: int = 0):
-    """ε-models of the experts: DSM-trained MLPs (``pretrain_2d``, cached) or their exact ε."""
+def expert_models(experts, schedule, kind: str = "learned", pretrain_steps: int = 1500, seed: int = 0,
+                  ema: float | None = None):
+    """ε-models of the experts: DSM-trained MLPs (``pretrain_2d``, cached; ``ema``: EMA decay of their
+    weights, None the last iterate) or their exact ε."""
     if kind == "exact":
         return [ExactEps(e, schedule) for e in experts]
     if kind != "learned":
         raise ValueError(f"experts: expected 'learned' or 'exact', got {kind!r}")
-    return [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed) for e in experts]
+    return [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed, ema=ema) for e in experts]
 
 
 def _mean(x):
@@ -81,7 +86,7 @@ def _mean(x):
 
 def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
                    dual_only: bool = True, schedule=None, dual_only_schedule=None, expert_seed: int = 0,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, decompose: bool = False, expert_ema: float | None = None) -> dict:
     """Algorithm 2, Algorithm 3 and the exact answer on experts ``gms`` (GaussianMixtures).
 
     ``schedule`` (default: the 2-D chapters' linear β 1e-4 → 0.1, T = 100) is the experts' schedule;
@@ -90,6 +95,11 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     The error of Algorithm 2 is reported against the exact answer: ``lam_error_inf`` = ‖λ − λ*‖∞,
     ``max_kl_at_lam_learned`` (exact max-KL of q_AND^λ at the learned λ) against ``max_kl_exact``
     (``max_kl_excess`` = their ratio − 1) and ``kls_at_lam_learned`` (exact KL to each expert).
+
+    With ``decompose`` the error is split along the chain λ* → ``lam_exact_kls`` (the same dual fed
+    exact KLs: the dual schedule's part) → ``lam_exact_experts`` (Algorithm 2 with the experts' exact ε:
+    the part of its own estimates — MCMC, DSM refit, Lemma 2) → ``lam_learned`` (the rest: the
+    experts' pretraining), each step as ‖Δλ‖∞ in ``error_parts``.
     """
     from tqdm.auto import tqdm
 
@@ -99,7 +109,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     star = product_dual(gms)
     equal = np.full(len(gms), 1.0 / len(gms))
     timing = {}
-    models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed)
+    models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed, ema=expert_ema)
     timing["experts"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if experts == "learned":  # stop Langevin at t = 1: a network's score at t = 0 is poorly learned
@@ -126,10 +136,23 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
         "kls_equal_exact": product_kls(gms, equal),
         "samples_learned": x_learned, "samples_equal_learned": rounds[0].samples,
     }
+    if decompose:
+        lam_kls = run_rounds(and_dual_exact_kls(gms, config), config.average_last).lam
+        lam_ex = alg2.lam
+        if experts != "exact":
+            t1 = time.perf_counter()
+            cfg_ex = dataclasses.replace(config, langevin_t_min=0)
+            lam_ex = run_rounds(and_primal_dual(expert_models(gms, schedule, "exact"), schedule, cfg_ex),
+                                config.average_last).lam
+            timing["algorithm2_exact_experts"] = time.perf_counter() - t1
+        dist = lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max())  # noqa: E731
+        out.update({"lam_exact_kls": lam_kls, "lam_exact_experts": lam_ex,
+                    "error_parts": {"dual_schedule": dist(lam_kls, star.lam), "estimates": dist(lam_ex, lam_kls),
+                                    "experts": dist(alg2.lam, lam_ex)}})
     if dual_only:
         t1 = time.perf_counter()
         sched3 = dual_only_schedule or schedule
-        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, expert_seed)
+        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, expert_seed, ema=expert_ema)
         alg3 = run_rounds(and_dual_only(models3, sched3, config), config.average_last)
         timing["algorithm3"] = time.perf_counter() - t1
         out.update({"lam_dual_only": alg3.lam, "kls_dual_only": alg3.values, "lam_history_dual_only": alg3.lam_history,
@@ -146,7 +169,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
 
 def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
                   dual_only: bool = True, schedule=None, n_data: int | None = None, expert_seed: int = 0,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, expert_ema: float | None = None) -> dict:
     """The OR dual, learned (a mixture network trained by DSM on expert data, λ by dual ascent on the
     per-expert ELBO losses) and with the exact mixture as primal, against ``mixture_dual``'s λ*."""
     t0 = time.perf_counter()
@@ -161,7 +184,7 @@ def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = 
     if experts == "exact":
         data = [e.sample(n_data, seed=config.seed + i) for i, e in enumerate(gms)]
     else:
-        models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed)
+        models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed, ema=expert_ema)
         data = [sample(m, schedule, (n_data, gms[0].dim), seed=config.seed + 50 + i).double().numpy()
                 for i, m in enumerate(models)]
     timing["experts"] = time.perf_counter() - t0

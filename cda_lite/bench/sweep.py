@@ -74,8 +74,13 @@ def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, p
     bar = tqdm(list(seeds), desc=f"sweep {family}", disable=not progress)
     for seed in bar:
         row = done.get(int(seed))
-        if row is None:
+        fresh = row is None
+        if fresh:
             row = row_fn(int(seed), profile, n_sampler)
+        elif family == "align2d" and n_sampler and "lam_chain" not in row:
+            row = {**row, **_chain_parts(row, profile, n_sampler)}  # a row from before the split: no training needed
+            fresh = True
+        if fresh:
             if rows_file:
                 with open(rows_file, "a") as f:
                     f.write(json.dumps({"family": family, "profile": profile, "load_average": _load(), **row}) + "\n")
@@ -125,29 +130,45 @@ def _load():
 
 
 def _align_row(seed: int, profile: str, n_sampler: int) -> dict:
-    from cda_lite.bench.align2d import PRETRAIN_EMA, default_config, learned_alignment
+    from cda_lite.bench.align2d import PRETRAIN_EMA, REFINE_SAMPLES, default_config, learned_alignment
     from cda_lite.exact.problems import random_alignment
 
     problem = random_alignment(seed)
     r = learned_alignment(problem, default_config(profile, dual_precondition=True), pretrain_steps={"fast": 1500, "full": 3000}[profile],
-                          n_sampler=n_sampler, pretrain_ema=PRETRAIN_EMA).result
+                          n_sampler=n_sampler, pretrain_ema=PRETRAIN_EMA, n_refine=REFINE_SAMPLES).result
     return {"seed": seed, "components": problem.base.n_components,
             "lam_exact": r["lam_exact"], "lam_sampler": r.get("lam_sampler"), "lam_learned": r["lam_learned"],
             "error": r["rel_error"], "pretraining": r.get("rel_pretraining"), "optimisation": r.get("rel_optimisation"),
+            "lam_refined": r.get("lam_refined"), "error_refined": r.get("rel_error_refined"),
+            "dual": r.get("rel_dual"), "primal": r.get("rel_primal"),
+            "lam_chain": r.get("lam_chain"), "sampler": r.get("rel_sampler"), "network": r.get("rel_network"),
             "slack_sigma": r["slack_sigma"], "worst_slack_sigma": float(min(r["slack_sigma"])),
             "kl_exact": r["kl_exact"], "kl_path": r["kl_path"],
             "seconds": r["seconds"], "seconds_algorithm": r["seconds_algorithm"]}
 
 
+def _chain_parts(row: dict, profile: str, n_sampler: int) -> dict:
+    """The sampler/network split of a finished row's pretraining part (the exact ε through the chain,
+    :func:`cda_lite.bench.align2d.chain_dual`; seconds, no training)."""
+    from cda_lite.bench.align2d import chain_dual, decompose, default_config
+    from cda_lite.exact.problems import random_alignment
+
+    lam_chain = chain_dual(random_alignment(row["seed"]), default_config(profile), n_sampler, seed=row["seed"] + 7)  # = learned_alignment's gen_seed + 6
+    d = decompose(row["lam_exact"], row.get("lam_sampler"), row["lam_learned"], None, lam_chain)
+    return {"lam_chain": d.get("lam_chain"), "sampler": d.get("rel_sampler"), "network": d.get("rel_network")}
+
+
 def _compose_row(seed: int, profile: str, n_sampler: int) -> dict:
     from cda_lite.bench.compose2d import and_experiment, default_config
     from cda_lite.compose import product_kls
+    from cda_lite.pretrained import PRETRAIN_EMA
     from cda_lite.exact.problems import random_composition
 
     problem = random_composition(seed)
     with _profile(profile):
         cfg = default_config(seed=seed)
-        r = and_experiment(problem.experts, experts="learned", config=cfg, dual_only=False, expert_seed=seed)
+        r = and_experiment(problem.experts, experts="learned", config=cfg, dual_only=False, expert_seed=seed,
+                           decompose=True, expert_ema=PRETRAIN_EMA)
     lam, star = np.asarray(r["lam_learned"], float), np.asarray(r["lam_exact"], float)
     kls = np.asarray(product_kls(problem.experts, lam), float)
     active = star > 1e-6
@@ -158,6 +179,9 @@ def _compose_row(seed: int, profile: str, n_sampler: int) -> dict:
             "kls_at_lam_learned": kls.tolist(), "kls_exact": np.asarray(r["kls_exact"], float).tolist(),
             "active_kl_spread": float(kls[active].max() / kls[active].min() - 1.0),
             "inactive_experts": int((~active).sum()),
+            "lam_exact_kls": np.asarray(r["lam_exact_kls"], float).tolist(),
+            "lam_exact_experts": np.asarray(r["lam_exact_experts"], float).tolist(),
+            **{f"error_{k}": v for k, v in r["error_parts"].items()},
             "seconds": float(r["seconds"])}
 
 
@@ -169,8 +193,8 @@ def summarize(family: str, rows: list) -> dict:
            "worst_seed": int(rows[int(err.argmax())]["seed"]),
            "median_seconds": float(np.median(sec)), "max_seconds": float(sec.max()), "total_seconds": float(sec.sum())}
     if family == "align2d":
-        for key in ("pretraining", "optimisation"):
-            v = np.array([r[key] for r in rows if r[key] is not None])
+        for key in ("pretraining", "optimisation", "sampler", "network", "error_refined", "dual", "primal"):
+            v = np.array([r[key] for r in rows if r.get(key) is not None])
             if len(v):
                 out[f"median_{key}"], out[f"worst_{key}"] = float(np.median(v)), float(v.max())
         out["worst_slack_sigma"] = float(min(r["worst_slack_sigma"] for r in rows))
@@ -178,6 +202,10 @@ def summarize(family: str, rows: list) -> dict:
     else:
         exc = np.array([r["max_kl_excess"] for r in rows])
         spread = np.array([r["active_kl_spread"] for r in rows])
+        for key in ("error_dual_schedule", "error_estimates", "error_experts"):
+            v = np.array([r[key] for r in rows if r.get(key) is not None])
+            if len(v):
+                out[f"median_{key}"], out[f"worst_{key}"] = float(np.median(v)), float(v.max())
         out.update({"median_max_kl_excess": float(np.median(exc)), "worst_max_kl_excess": float(exc.max()),
                     "median_active_kl_spread": float(np.median(spread)), "worst_active_kl_spread": float(spread.max())})
     return out
@@ -210,6 +238,9 @@ def plot_axes(result: dict):
         sa = np.concatenate([r["lam_sampler"] for r in rows])
         a.scatter(ex, sa, marker="x", color="tab:orange", label="λ*(q̂) of the pretrained sampler")
     a.scatter(ex, le, s=18, color="tab:blue", label="learned λ")
+    if family == "align2d" and all(r.get("lam_refined") is not None for r in rows):
+        a.scatter(ex, np.concatenate([r["lam_refined"] for r in rows]), s=18, marker="s", facecolors="none",
+                  edgecolors="tab:green", label="refined λ (last dual step solved)")
     if family == "align2d":
         a.set_xscale("symlog", linthresh=0.1)
         a.set_yscale("symlog", linthresh=0.1)
@@ -220,10 +251,13 @@ def plot_axes(result: dict):
     seeds = [r["seed"] for r in rows]
     x = np.arange(len(rows))
     if family == "align2d":
-        w = 0.27
-        b.bar(x - w, [r["error"] for r in rows], w, label="total ‖λ − λ*(q)‖/‖λ*(q)‖")
-        b.bar(x, [r["pretraining"] or 0 for r in rows], w, label="pretraining ‖λ*(q̂) − λ*(q)‖/‖λ*(q)‖")
-        b.bar(x + w, [r["optimisation"] or 0 for r in rows], w, label="optimisation ‖λ − λ*(q̂)‖/‖λ*(q)‖")
+        parts = [("error", "total ‖λ − λ*(q)‖/‖λ*(q)‖"), ("pretraining", "pretraining ‖λ*(q̂) − λ*(q)‖/‖λ*(q)‖"),
+                 ("optimisation", "optimisation ‖λ − λ*(q̂)‖/‖λ*(q)‖")]
+        if all(r.get("error_refined") is not None for r in rows):
+            parts.append(("error_refined", "refined λ: total"))
+        w = 0.8 / len(parts)
+        for k, (key, label) in enumerate(parts):
+            b.bar(x + (k - (len(parts) - 1) / 2) * w, [r.get(key) or 0 for r in rows], w, label=label)
         b.set_ylabel("relative error")
     else:
         w = 0.4
@@ -253,6 +287,10 @@ def format(result: dict) -> str:
                      f"optimisation {s.get('median_optimisation', float('nan')):.3f}); worst {s['worst_error']:.3f} "
                      f"(seed {s['worst_seed']}); worst slack {s['worst_slack_sigma']:.3f}σ; "
                      f"{s['median_seconds']:.0f} s per problem (median), {s['max_seconds']:.0f} s max")
+        if "median_error_refined" in s:
+            lines.append(f"refined λ (last dual step solved on the model's samples): median error "
+                         f"{s['median_error_refined']:.3f}, worst {s['worst_error_refined']:.3f}; the optimisation part "
+                         f"splits into dual (median {s['median_dual']:.3f}) and primal (median {s.get('median_primal', float('nan')):.3f})")
     else:
         lines.append(f"{'seed':>4} {'m':>2} {'λ*':>26} {'learned':>26} {'|Δλ|∞':>6} {'maxKL*':>7} {'maxKL(λ)':>8} "
                      f"{'spread':>6} {'s':>5}")
@@ -264,6 +302,10 @@ def format(result: dict) -> str:
         lines.append(f"median |Δλ|∞ {s['median_error']:.3f}, worst {s['worst_error']:.3f} (seed {s['worst_seed']}); "
                      f"max-KL excess median {s['median_max_kl_excess']:.3f}, worst {s['worst_max_kl_excess']:.3f}; "
                      f"{s['median_seconds']:.0f} s per problem (median), {s['max_seconds']:.0f} s max")
+        if "median_error_estimates" in s:
+            lines.append("‖Δλ‖∞ in its parts (median / worst): " + ", ".join(
+                f"{k} {s[f'median_error_{k}']:.3f} / {s[f'worst_error_{k}']:.3f}"
+                for k in ("dual_schedule", "estimates", "experts")))
     if "figure" in result:
         lines.append(f"figure: {result['figure']}")
     return "\n".join(lines)

@@ -190,6 +190,23 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
         lam = lam_next
 
 
+def and_dual_exact_kls(experts, config: ComposeConfig | None = None) -> Iterator[ComposeRound]:
+    """Algorithm 2's dual (the same :class:`SimplexDual`, first step, decay and rounds) fed the *exact*
+    KL(q_AND^λ ‖ q_i) of :func:`product_kls` instead of estimates: where its λ lands is what the dual
+    schedule alone costs, the first part of Algorithm 2's error (``python -m cda_lite.bench sweep``)."""
+    config = config or ComposeConfig()
+    experts = check_experts(experts)
+    m = len(experts)
+    lam, dual = np.full(m, 1.0 / m), None
+    for k in range(config.rounds):
+        kls = product_kls(experts, lam)
+        if dual is None:
+            dual = _dual(m, config, kls, _and_default_lr(config))
+        lam_next = dual.update(kls)
+        yield ComposeRound(k, lam, kls, lam_next, np.empty((0, experts[0].dim)), None)
+        lam = lam_next
+
+
 # --------------------------------------------------------------------------- AND: Algorithm 3
 def surrogate_kls(experts, lam, schedule: Schedule, config: ComposeConfig | None = None, dim: int | tuple = 2,
                   sample_seed: int = 0, kl_seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
