@@ -228,7 +228,7 @@ def plot_axes(result: dict):
     import matplotlib.pyplot as plt
 
     rows, family = result["rows"], result["family"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8.5, 9))  # stacked: legible at a book's page width
     ex = np.concatenate([r["lam_exact"] for r in rows])
     le = np.concatenate([r["lam_learned"] for r in rows])
     hi = max(ex.max(), le.max()) * 1.1 + 1e-3
@@ -247,7 +247,7 @@ def plot_axes(result: dict):
     a.set_xlabel("exact λ*")
     a.set_ylabel("λ")
     a.set_title(f"{family}: {len(rows)} random problems, every component of λ")
-    a.legend(fontsize=8)
+    a.legend(fontsize=9)
     seeds = [r["seed"] for r in rows]
     x = np.arange(len(rows))
     if family == "align2d":
@@ -260,13 +260,18 @@ def plot_axes(result: dict):
             b.bar(x + (k - (len(parts) - 1) / 2) * w, [r.get(key) or 0 for r in rows], w, label=label)
         b.set_ylabel("relative error")
     else:
-        w = 0.4
-        b.bar(x - w / 2, [r["error"] for r in rows], w, label="|λ − λ*|∞")
-        b.bar(x + w / 2, [r["max_kl_excess"] for r in rows], w, label="max-KL at learned λ / optimum − 1")
+        parts = [("error", "|λ − λ*|∞"), ("max_kl_excess", "max-KL at learned λ / optimum − 1")]
+        if all("error_estimates" in r for r in rows):
+            parts += [("error_dual_schedule", "part: dual schedule (exact KLs)"),
+                      ("error_estimates", "part: Algorithm 2's estimates (exact experts)"),
+                      ("error_experts", "part: learned experts")]
+        w = 0.8 / len(parts)
+        for k, (key, label) in enumerate(parts):
+            b.bar(x + (k - (len(parts) - 1) / 2) * w, [r[key] for r in rows], w, label=label)
         b.set_ylabel("error")
     b.set_xticks(x, [str(s) for s in seeds])
     b.set_xlabel("seed")
-    b.legend(fontsize=8)
+    b.legend(fontsize=9)
     b.set_title("error per problem, in its parts")
     fig.tight_layout()
     return fig, (a, b)
