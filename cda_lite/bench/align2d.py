@@ -36,7 +36,7 @@ from cda_lite.empirical import empirical_align_dual, refine_multipliers
 from cda_lite.exact import InfeasibleConstraintError, align_dual
 from cda_lite.kl import pathwise_kl
 from cda_lite.metrics import sliced_wasserstein
-from cda_lite.models import MLPEps
+from cda_lite.models import ExactEps, MLPEps
 from cda_lite.pretrained import PRETRAIN_EMA, default_schedule, pretrain_2d
 from cda_lite.exact.problems import AlignmentProblem, load_problem
 from cda_lite.sampling import LARGE, sample
@@ -44,8 +44,6 @@ from cda_lite.sampling import LARGE, sample
 
 REFINE_SAMPLES = 50_000
 """Samples of the fine-tuned model for ``lam_refined`` (SE of each slack ≈ 0.005 σ)."""
-
-
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
@@ -210,8 +208,6 @@ def chain_dual(problem: AlignmentProblem, config: AlignConfig, n: int = 100_000,
     """λ*(q̂_chain): the dual of Theorem 1 on ``n`` samples of the *exact* ε of the base through the run's
     chain: what the sampler's discretisation alone moves λ*, with no network (None when a level is out
     of that sampler's reach)."""
-    from cda_lite.models import ExactEps
-
     schedule = default_schedule()
     try:
         return sampler_dual(ExactEps(problem.base, schedule), schedule, problem, config, n, seed).lam
