@@ -185,6 +185,16 @@ def _compose_row(seed: int, profile: str, n_sampler: int) -> dict:
             "seconds": float(r["seconds"])}
 
 
+def _median_worst(rows: list, keys) -> dict:
+    """``median_KEY`` and ``worst_KEY`` of every column in ``keys`` that some row has."""
+    out = {}
+    for key in keys:
+        v = np.array([r[key] for r in rows if r.get(key) is not None])
+        if len(v):
+            out[f"median_{key}"], out[f"worst_{key}"] = float(np.median(v)), float(v.max())
+    return out
+
+
 def summarize(family: str, rows: list) -> dict:
     """Median and worst of each error column, and the time per problem."""
     err = np.array([r["error"] for r in rows])
@@ -193,19 +203,14 @@ def summarize(family: str, rows: list) -> dict:
            "worst_seed": int(rows[int(err.argmax())]["seed"]),
            "median_seconds": float(np.median(sec)), "max_seconds": float(sec.max()), "total_seconds": float(sec.sum())}
     if family == "align2d":
-        for key in ("pretraining", "optimisation", "sampler", "network", "error_refined", "dual", "primal"):
-            v = np.array([r[key] for r in rows if r.get(key) is not None])
-            if len(v):
-                out[f"median_{key}"], out[f"worst_{key}"] = float(np.median(v)), float(v.max())
+        out.update(_median_worst(rows, ("pretraining", "optimisation", "sampler", "network", "error_refined",
+                                        "dual", "primal")))
         out["worst_slack_sigma"] = float(min(r["worst_slack_sigma"] for r in rows))
         out["median_seconds_algorithm"] = float(np.median([r["seconds_algorithm"] for r in rows]))
     else:
         exc = np.array([r["max_kl_excess"] for r in rows])
         spread = np.array([r["active_kl_spread"] for r in rows])
-        for key in ("error_dual_schedule", "error_estimates", "error_experts"):
-            v = np.array([r[key] for r in rows if r.get(key) is not None])
-            if len(v):
-                out[f"median_{key}"], out[f"worst_{key}"] = float(np.median(v)), float(v.max())
+        out.update(_median_worst(rows, ("error_dual_schedule", "error_estimates", "error_experts")))
         out.update({"median_max_kl_excess": float(np.median(exc)), "worst_max_kl_excess": float(exc.max()),
                     "median_active_kl_spread": float(np.median(spread)), "worst_active_kl_spread": float(spread.max())})
     return out
@@ -255,9 +260,6 @@ def plot_axes(result: dict):
                  ("optimisation", "optimisation ‖λ − λ*(q̂)‖/‖λ*(q)‖")]
         if all(r.get("error_refined") is not None for r in rows):
             parts.append(("error_refined", "refined λ: total"))
-        w = 0.8 / len(parts)
-        for k, (key, label) in enumerate(parts):
-            b.bar(x + (k - (len(parts) - 1) / 2) * w, [r.get(key) or 0 for r in rows], w, label=label)
         b.set_ylabel("relative error")
     else:
         parts = [("error", "|λ − λ*|∞"), ("max_kl_excess", "max-KL at learned λ / optimum − 1")]
@@ -265,10 +267,10 @@ def plot_axes(result: dict):
             parts += [("error_dual_schedule", "part: dual schedule (exact KLs)"),
                       ("error_estimates", "part: Algorithm 2's estimates (exact experts)"),
                       ("error_experts", "part: learned experts")]
-        w = 0.8 / len(parts)
-        for k, (key, label) in enumerate(parts):
-            b.bar(x + (k - (len(parts) - 1) / 2) * w, [r[key] for r in rows], w, label=label)
         b.set_ylabel("error")
+    w = 0.8 / len(parts)  # one bar per part, side by side around each seed
+    for k, (key, label) in enumerate(parts):
+        b.bar(x + (k - (len(parts) - 1) / 2) * w, [r.get(key) or 0 for r in rows], w, label=label)
     b.set_xticks(x, [str(s) for s in seeds])
     b.set_xlabel("seed")
     b.legend(fontsize=9)
