@@ -225,12 +225,18 @@ def project_simplex(v) -> np.ndarray:
 @dataclass
 class SimplexDual:
     """λ on the simplex for the composition problems: λ ← Proj_Δ(λ + η_k · g), g the per-expert KLs
-    (AND) or denoising losses (OR); η_k = lr · decay^k (the paper decays the dual lr by 0.9 per step)."""
+    (AND) or denoising losses (OR); η_k = lr · decay^k (the paper decays the dual lr by 0.9 per step).
+
+    ``normalized=True`` takes steps of length η_k along g − mean(g) (a normalised subgradient step;
+    ``lr`` is then a distance on the simplex). The projection ignores the mean of g, so only the
+    spread of the KLs sets the direction, and a problem whose KLs differ little still moves λ by
+    η_0 (1 + decay + …) in all: the plain step moves it by η_k times that small spread."""
 
     n: int
     lr: float = 1.0
     decay: float = 1.0
     init: list | None = None
+    normalized: bool = False
     lam: np.ndarray = field(init=False)
     step: int = field(init=False, default=0)
     history: list = field(init=False, default_factory=list)
@@ -250,7 +256,12 @@ class SimplexDual:
         if g.shape != (self.n,) or not np.all(np.isfinite(g)):
             raise ValueError(f"values: expected {self.n} finite numbers, got {g}")
         eta = self.lr * self.decay**self.step
-        self.lam = project_simplex(self.lam + eta * g)
+        if self.normalized:
+            d = g - g.mean()
+            norm = float(np.linalg.norm(d))
+            self.lam = project_simplex(self.lam + (eta / norm) * d) if norm > 0 else self.lam.copy()
+        else:
+            self.lam = project_simplex(self.lam + eta * g)
         self.step += 1
         self.history.append({"step": self.step, "lam": self.lam.tolist(), "values": g.tolist(), **extra})
         return self.lam.copy()

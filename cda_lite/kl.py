@@ -109,6 +109,41 @@ def lemma2_weights(schedule: Schedule) -> np.ndarray:
 
 
 @torch.no_grad()
+def denoising_kls(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int = 0,
+                  weighted: bool = True) -> np.ndarray:
+    """Lemma 2's KL(p₀ ‖ q_i) for every ε-model q_i, up to one constant shared by all i, from samples
+    ``x0`` of p₀ alone — no model of p.
+
+    With x_t = √ᾱ_t x₀ + √(1−ᾱ_t) z, the noise z is an unbiased target for p's ε, so
+    E‖ε_p − ε_i‖² = E‖z − ε_i(x_t)‖² − E‖z − ε_p(x_t)‖², and the last term does not depend on i.
+    Hence Σ_t w_t E‖z − ε_i(x_t, t)‖² (w_t of Lemma 2: each expert's weighted denoising loss on p's
+    samples) equals Lemma 2's KL_i plus a constant. The differences KL_i − KL_j — all a dual step on the
+    simplex uses — come out unbiased, whatever a fitted model of p gets wrong. One draw of (t, z) per
+    sample is shared by every expert (common random numbers), so the differences have low variance.
+    ``n_t``: timesteps drawn per sample (None: every t). ``weighted=False``: the public code's
+    unweighted sums, as :func:`pointwise_kl`.
+    """
+    x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0: expected (n, ...) samples with n ≥ 1, got shape {tuple(x0.shape)}")
+    models = list(models)
+    gen = torch.Generator().manual_seed(seed)
+    wt = torch.as_tensor(lemma2_weights(schedule) if weighted else np.ones(schedule.T), dtype=x0.dtype)
+    n = x0.shape[0]
+    total = np.zeros(len(models))
+    draws = [torch.arange(schedule.T)] if n_t is None else [None] * n_t
+    for ts in draws:
+        for t in ([int(u) for u in ts] if ts is not None else [None]):
+            tt = torch.randint(0, schedule.T, (n,), generator=gen) if t is None else t
+            z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+            xt = q_sample(x0, tt, z, schedule)
+            w = wt[tt] * (schedule.T if t is None else 1.0)
+            for i, m in enumerate(models):
+                total[i] += float((w * ((z - m(xt, tt)) ** 2).flatten(1).sum(1)).mean())
+    return total / (1 if n_t is None else n_t)
+
+
+@torch.no_grad()
 def pointwise_kl(model_p, model_q, schedule: Schedule, x0, weighted: bool = True, n_t: int | None = None,
                  seed: int = 0, batch: int = 4096) -> float:
     """Lemma 2's estimate of KL(p₀ ‖ q₀) from samples ``x0`` of p₀ (forward-noised at each t).

@@ -80,21 +80,40 @@ class TimeEmbedding(nn.Module):
 
 
 class MLPEps(nn.Module):
-    """A small MLP ε-network for low-dimensional data: [x, emb(t)] → hidden layers → ε."""
+    """A small MLP ε-network for low-dimensional data: [x, emb(t)] → hidden layers → ε.
 
-    def __init__(self, T: int, dim: int = 2, hidden: int = 128, layers: int = 3):
+    ``affine=True`` adds an affine skip whose coefficients are linear in the time embedding:
+    ε(x, t) = A(t) x + b(t) + MLP(x, t), with A and b zero at initialisation. Every Gaussian's ε is
+    affine in x at every t, and a mixture's is affine far from its data; the skip makes the network
+    extrapolate that way where DSM saw no samples (a product or a tilt puts mass in an expert's tail,
+    Chapters 4–5), instead of along whatever slope the MLP's last units happen to take there.
+    """
+
+    def __init__(self, T: int, dim: int = 2, hidden: int = 128, layers: int = 3, affine: bool = False):
         super().__init__()
         self.T, self.data_dim = T, dim
         self.time = TimeEmbedding(T, hidden)
         self.inp = nn.Linear(dim, hidden)
         self.body = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.out = nn.Linear(hidden, dim)
+        self.affine = None
+        if affine:
+            self.affine = nn.Linear(hidden, dim * dim + dim)
+            nn.init.zeros_(self.affine.weight)
+            nn.init.zeros_(self.affine.bias)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        h = self.inp(x) + self.time(_t_for_embedding(t, x.device))  # (1, hidden) broadcasts for a shared t
+        e = self.time(_t_for_embedding(t, x.device))  # (1, hidden) broadcasts for a shared t
+        h = self.inp(x) + e
         for layer in self.body:
             h = torch.nn.functional.silu(layer(h))
-        return self.out(h)
+        out = self.out(h)
+        if self.affine is None:
+            return out
+        d = self.data_dim
+        coef = self.affine(e)
+        A = coef[:, : d * d].reshape(-1, d, d)
+        return out + torch.einsum("nij,nj->ni", A, x) + coef[:, d * d:]
 
 
 class ResNetEps(nn.Module):

@@ -47,20 +47,32 @@ exact ε through the same chain is 3 % off; the averaged weights remove most of 
 (``benchmarks/README.md``, issue 12)."""
 
 
+PRETRAIN_AFFINE = True
+"""The composition experts of ``bench compose2d`` carry an affine skip (``MLPEps(affine=True)``): a
+product puts its mass in each expert's tail, where DSM saw few samples and a plain MLP's ε strays
+(on ``random_composition(3)`` its Lemma-2-weighted error there was 5–8× that on the expert's own
+samples, and 5000 DSM steps did not shrink it; with the skip, 13–19× smaller). The alignment base
+keeps the plain MLP: on four random alignment problems the skip moved λ*(q̂) both ways
+(``bench align2d --affine``). Issue 12, ``benchmarks/README.md``."""
+
+
 def pretrain_2d(gm: GaussianMixture, schedule: Schedule | None = None, steps: int = 1500, seed: int = 0,
                 hidden: int = 128, layers: int = 3, batch_size: int = 512, lr: float = 2e-3,
-                cache: bool = True, progress: bool = False, ema: float | None = None) -> MLPEps:
+                cache: bool = True, progress: bool = False, ema: float | None = None, affine: bool = False) -> MLPEps:
     """An MLPEps trained by denoising score matching on fresh exact samples of ``gm`` (with ``ema``, the
-    exponential moving average of its weights, :func:`cda_lite.train.train_dsm`)."""
+    exponential moving average of its weights, :func:`cda_lite.train.train_dsm`; ``affine``: the
+    network's affine skip, :class:`~cda_lite.models.MLPEps`)."""
     schedule = schedule or default_schedule()
     arch = {"cls": "MLPEps", "dim": gm.dim, "hidden": hidden, "layers": layers, "T": schedule.T}
+    if affine:  # absent when unset: the keys of models cached before the affine skip existed still match
+        arch["affine"] = True
     path = os.path.join(cache_dir(), "pretrained", _key(gm, schedule, arch, steps, seed, batch_size, lr, ema) + ".pt")
-    model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers)
+    model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers, affine=affine)
     if cache and os.path.exists(path):
         model.load_state_dict(torch.load(path, map_location="cpu"))
         return model.eval()
     torch.manual_seed(seed)
-    model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers)
+    model = MLPEps(schedule.T, dim=gm.dim, hidden=hidden, layers=layers, affine=affine)
     data = torch.from_numpy(gm.sample(max(100_000, 20 * batch_size), seed=seed)).float()
     model, _ = fit(model, data, schedule, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress, ema=ema)
     if cache:

@@ -422,3 +422,15 @@ def test_reward_normalizer_edges():
     assert Constraint("r", None, 0.7).raw_level() == 0.7
     with pytest.raises(ValueError, match="^project_simplex"):
         project_simplex([np.nan, 1.0])
+
+
+def test_simplex_dual_normalized_steps_have_the_set_length_along_the_centred_values():
+    d = SimplexDual(3, lr=0.1, decay=0.5, normalized=True)
+    g = np.array([2.0, 1.0, 0.0])
+    lam1 = d.update(g)
+    step = lam1 - 1.0 / 3
+    # interior step: length lr, direction g − mean(g) = (1, 0, −1)/√2 after normalisation
+    np.testing.assert_allclose(step, 0.1 * np.array([1.0, 0.0, -1.0]) / np.sqrt(2), atol=1e-12)
+    lam2 = d.update(g + 100.0)  # a common shift changes nothing; the length decays to lr · decay
+    np.testing.assert_allclose(np.linalg.norm(lam2 - lam1), 0.05, atol=1e-12)
+    assert d.update(np.full(3, 7.0)).tolist() == lam2.tolist()  # equal values: λ stays

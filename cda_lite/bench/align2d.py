@@ -88,12 +88,13 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
                       n_eval: int = 4096, fixed_weights_raw=None, equal_weights: float | None = None,
                       correction_size: tuple[int, int] = (64, 2), progress: bool = False,
                       n_sampler: int | None = None, pretrain_ema: float | None = None,
-                      n_refine: int | None = None) -> LearnedAlignment:
+                      n_refine: int | None = None, pretrain_affine: bool = False) -> LearnedAlignment:
     """Run Algorithm 1 on ``problem`` (a path, dict or AlignmentProblem). With ``fixed_weights_raw``
     (multipliers in the rewards' units) or ``equal_weights`` (one multiplier for every σ-normalised
     reward, the paper's baseline) λ is frozen: the weighted-objective baseline. ``correction_size`` =
     (hidden width, layers) of the zero-initialised correction MLP. ``pretrain_ema``: EMA decay of the
-    base network's DSM weights (None: the last iterate, as the chapters' cached models). ``n_sampler`` samples of the
+    base network's DSM weights (None: the last iterate, as the chapters' cached models);
+    ``pretrain_affine``: the base network's affine skip (:class:`~cda_lite.models.MLPEps`). ``n_sampler`` samples of the
     pretrained sampler give λ*(q̂) (``lam_sampler``; None or 0, the default, skips it; the command line
     uses 100 000). ``n_refine`` samples of the fine-tuned model give ``lam_refined`` (None or 0 skips it;
     the command line uses :data:`REFINE_SAMPLES`). Infeasible levels raise
@@ -105,7 +106,7 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
     torch.manual_seed(problem.seed)
     schedule = default_schedule()
     pretrained = pretrain_2d(problem.base, schedule, steps=pretrain_steps or pick(1500, 3000), seed=problem.seed,
-                             progress=progress, ema=pretrain_ema)
+                             progress=progress, ema=pretrain_ema, affine=pretrain_affine)
     t_pre = time.time()
     gen_seed = problem.seed + 1
     x_pre = sample(pretrained, schedule, (n_eval, problem.base.dim), steps=config.sample_steps, eta=config.eta,
@@ -156,7 +157,7 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "distance_pretrained_to_base": sliced_wasserstein(x_pre.double().numpy(), problem.base.sample(n_eval, seed=gen_seed + 4)),
         "fixed_weights": config.fixed_weights is not None,
         "steps": config.steps,
-        "pretrain_ema": pretrain_ema,
+        "pretrain_ema": pretrain_ema, "pretrain_affine": pretrain_affine,
         "dual_precondition": config.dual_precondition,
     }
     result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw(),
@@ -270,6 +271,8 @@ def add_arguments(p) -> None:
     p.add_argument("--plain-dual", action="store_true",
                    help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
     p.add_argument("--no-ema", action="store_true", help="pretrain without the EMA of weights (the last DSM iterate)")
+    p.add_argument("--affine", action="store_true",
+                   help="base network with the affine skip (MLPEps(affine=True); the composition experts' default)")
 
 
 def run(args) -> dict:
@@ -286,6 +289,7 @@ def run(args) -> dict:
     return learned_alignment(problem, cfg, fixed_weights_raw=args.fixed_weights,
                              equal_weights=args.equal_weights, progress=not args.no_progress,
                              n_sampler=args.sampler_samples, pretrain_ema=None if args.no_ema else PRETRAIN_EMA,
+                             pretrain_affine=args.affine,
                              n_refine=args.refine_samples).result
 
 

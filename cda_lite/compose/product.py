@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 from cda_lite.exact.product import GaussianProduct, GridProduct, gaussian_kl
 from cda_lite.exact.simplex import check_experts, simplex_solve
 from cda_lite.gmm import GaussianMixture
-from cda_lite.kl import pointwise_kl
+from cda_lite.kl import denoising_kls, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
 from cda_lite.models import LinearCombinationEps, MLPEps
 from cda_lite.sampling import Chain, batch_shape, mean_eps_coefficient, sample, step_sigma
@@ -152,7 +152,10 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
     """Algorithm 2 (primal-dual AND composition) over ε-models ``experts``; yields every round.
 
     ``model`` is the primal ε-network (default: a fresh MLPEps, for vector data); it is trained in place
-    by DSM on the MCMC samples of q_AND^λ, warm-started from the previous round. ``dim``: the size of
+    by DSM on the MCMC samples of q_AND^λ, warm-started from the previous round. The dual step's KLs
+    follow ``config.kl_source``: by default their differences are the experts' denoising losses on the
+    MCMC samples (:func:`cda_lite.kl.denoising_kls`), their level Lemma 2 between the model and the
+    experts; ``"model"`` is the paper's Lemma 2 on the model's samples throughout. ``dim``: the size of
     one sample or its shape (images need an explicit ``model``).
     """
     config = config or ComposeConfig()
@@ -176,15 +179,19 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
                            lr=config.model_lr, seed=gen_seed + 1000 * k + 1):
             pass
         model.eval()
-        if config.kl_source == "model":
+        if config.kl_source == "mcmc":
+            x0 = x_mcmc[: config.kl_samples]
+        else:
             x0 = sample(model, schedule, batch_shape(config.kl_samples, dim), steps=config.sampler_steps,
                         eta=1.0, seed=gen_seed + 1000 * k + 2)
-        else:
-            x0 = x_mcmc[: config.kl_samples]
         kls = np.array([pointwise_kl(model, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
                                      seed=gen_seed + k) for e in experts])
+        if config.kl_source == "denoising":  # the differences from the MCMC samples, the level from Lemma 2
+            gaps = denoising_kls(experts, schedule, x_mcmc, n_t=config.kl_timesteps, seed=gen_seed + 1000 * k + 3,
+                                 weighted=config.weighted)
+            kls = gaps - gaps.mean() + kls.mean()
         if dual is None:
-            dual = _dual(m, config, kls, _and_default_lr(config))
+            dual = _dual(m, config, kls, _and_default_lr(config), normalizable=True)
         lam_next = dual.update(kls)
         yield ComposeRound(k, lam, kls, lam_next, x_mcmc.double().numpy(), model)
         lam = lam_next
@@ -201,7 +208,7 @@ def and_dual_exact_kls(experts, config: ComposeConfig | None = None) -> Iterator
     for k in range(config.rounds):
         kls = product_kls(experts, lam)
         if dual is None:
-            dual = _dual(m, config, kls, _and_default_lr(config))
+            dual = _dual(m, config, kls, _and_default_lr(config), normalizable=True)
         lam_next = dual.update(kls)
         yield ComposeRound(k, lam, kls, lam_next, np.empty((0, experts[0].dim)), None)
         lam = lam_next

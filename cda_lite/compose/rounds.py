@@ -26,6 +26,11 @@ class ComposeConfig:
     dual_lr: float | None = None  # η_0 of SimplexDual; None: AND uses dual_lr_scale / mean(first KLs), OR 0.4
     dual_lr_scale: float = 0.2  # AND with dual_lr=None: η_0 · mean KL at λ = 1/m (scale-free first step)
     dual_decay: float = 0.9  # η_k = η_0 · decay^k (the paper decays the dual step by 0.9)
+    # Algorithm 2 only: steps of length dual_radius · dual_radius_decay^k along KL − mean KL
+    # (SimplexDual(normalized=True)) instead of the paper's λ + η_k·KL above
+    dual_normalized: bool = False
+    dual_radius: float = 0.4
+    dual_radius_decay: float = 0.7
     average_last: int = 3  # the reported λ is the mean of the last iterates (Polyak averaging)
     n_samples: int = 500  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
     seed: int = 0
@@ -33,8 +38,10 @@ class ComposeConfig:
     langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = langevin_t_min
     langevin_steps: int = 10  # Langevin steps per level (the paper's code: 10 × 10)
     langevin_step: str | float = "curvature"  # "curvature", "beta" (h = scale·β_t) or a fixed step
-    langevin_step_scale: float = 0.1  # h_t = scale / mean precision ("curvature"); the paper: 2 with "beta"
-    langevin_final_steps: int = 60  # Langevin steps at the last level, where the particles settle
+    langevin_step_scale: float = 0.025  # h_t = scale / mean precision ("curvature"); the paper: 2 with "beta".
+    # Unadjusted Langevin settles on a law wider than the target by about h·P/2 (≈ 5 % at 0.1): the KLs to
+    # narrow experts magnify that, and it moved λ by 0.02–0.03 on random problems (issue 12)
+    langevin_final_steps: int = 240  # Langevin steps at the last level, where the particles settle
     langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
     # t = 0. Use 1 with DSM-trained experts: a network's score at t = 0 is poorly learned (its DSM target has
     # almost no signal there) and Langevin would follow it at full strength. 0 is exact for exact experts.
@@ -47,7 +54,10 @@ class ComposeConfig:
     layers: int = 3
     # KL / loss estimates
     kl_samples: int = 1000  # samples of the model that are forward-noised for Lemma 2
-    kl_source: str = "model"  # Algorithm 2: x0 for Lemma 2 from the fitted model ("model") or the MCMC
+    kl_source: str = "denoising"  # Algorithm 2's KLs: Lemma 2 between the fitted model and each expert on the
+    # model's samples ("model") or on the MCMC samples ("mcmc"); or "denoising": each expert's Lemma-2-weighted
+    # denoising loss on the MCMC samples (cda_lite.kl.denoising_kls: the KL differences the dual step uses,
+    # unbiased, with no fitted model in between), placed at the level of the model's Lemma 2 KLs
     kl_timesteps: int | None = 8  # k random t per sample (unbiased for Lemma 2's sum); None: every t
     weighted: bool = True  # Lemma 2's weights β_t/(2(1−ᾱ_t)); False: the public code's plain ε-MSE sums
     sampler_steps: int | None = None  # Algorithm 3 and model samples: DDPM over every timestep (None)
@@ -62,12 +72,15 @@ class ComposeConfig:
             raise ValueError(f"dsm_steps must be ≥ 0, got {self.dsm_steps}")
         if self.dual_lr is not None and not self.dual_lr > 0:
             raise ValueError(f"dual_lr must be > 0 (or None), got {self.dual_lr}")
-        if not 0 < self.dual_decay <= 1:
-            raise ValueError(f"dual_decay must lie in (0, 1], got {self.dual_decay}")
+        for name in ("dual_decay", "dual_radius_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        if not self.dual_radius > 0:
+            raise ValueError(f"dual_radius must be > 0, got {self.dual_radius}")
         if not isinstance(self.langevin_t_min, (int, np.integer)) or self.langevin_t_min < 0:
             raise ValueError(f"langevin_t_min must be an integer ≥ 0, got {self.langevin_t_min!r}")
-        if self.kl_source not in ("model", "mcmc"):
-            raise ValueError(f"kl_source must be 'model' or 'mcmc', got {self.kl_source!r}")
+        if self.kl_source not in ("model", "mcmc", "denoising"):
+            raise ValueError(f"kl_source must be 'model', 'mcmc' or 'denoising', got {self.kl_source!r}")
 
 
 @dataclass
@@ -134,7 +147,9 @@ def _check_models(models):
     return models
 
 
-def _dual(m: int, config: ComposeConfig, first_values, default_lr) -> SimplexDual:
+def _dual(m: int, config: ComposeConfig, first_values, default_lr, normalizable: bool = False) -> SimplexDual:
+    if normalizable and config.dual_normalized:
+        return SimplexDual(m, lr=config.dual_radius, decay=config.dual_radius_decay, normalized=True)
     lr = config.dual_lr if config.dual_lr is not None else default_lr(np.asarray(first_values))
     return SimplexDual(m, lr=float(lr), decay=config.dual_decay)
 
