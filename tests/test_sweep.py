@@ -134,9 +134,13 @@ def test_committed_compose_sweep_is_consistent():
         assert r["max_kl_at_lam_learned"] >= star.max_kl * (1 - 1e-6)  # λ* minimises the max-KL
         assert r["error"] == pytest.approx(np.abs(np.subtract(r["lam_learned"], r["lam_exact"])).max())
         if "lam_exact_kls" in r:  # the chain λ* → exact-KL dual → exact experts → learned, recomputed
-            from cda_lite.compose import ComposeConfig, and_dual_exact_kls, run_rounds
+            from cda_lite.bench.compose2d import default_config
+            from cda_lite.bench.sweep import _profile
+            from cda_lite.compose import and_dual_exact_kls, run_rounds
 
-            dual = run_rounds(and_dual_exact_kls(c.experts, ComposeConfig()), 3).lam
+            with _profile("fast"):  # the sweep's settings: the bench's Algorithm 2 dual
+                cfg = default_config(seed=r["seed"])
+            dual = run_rounds(and_dual_exact_kls(c.experts, cfg), cfg.average_last).lam
             np.testing.assert_allclose(r["lam_exact_kls"], dual, atol=1e-9)
             dist = lambda a, b: np.abs(np.subtract(a, b)).max()  # noqa: E731
             assert r["error_dual_schedule"] == pytest.approx(dist(dual, r["lam_exact"]))
