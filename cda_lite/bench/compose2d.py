@@ -93,7 +93,8 @@ def expert_models(experts, schedule, kind: str = "learned", pretrain_steps: int 
         return [ExactEps(e, schedule) for e in experts]
     if kind != "learned":
         raise ValueError(f"experts: expected 'learned' or 'exact', got {kind!r}")
-    return [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed, ema=ema, affine=affine) for e in experts]
+    nets = [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed, ema=ema, affine=affine) for e in experts]
+    return [n.requires_grad_(False) for n in nets]  # fixed experts: their time embeddings are cached per t
 
 
 def _mean(x):
