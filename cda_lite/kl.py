@@ -130,17 +130,17 @@ def denoising_kls(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int
     gen = torch.Generator().manual_seed(seed)
     wt = torch.as_tensor(lemma2_weights(schedule) if weighted else np.ones(schedule.T), dtype=x0.dtype)
     n = x0.shape[0]
+    # every t once with weight w_t, or n_t draws of one uniform t per sample with weight w_t · T / n_t
+    plan = [(t, 1.0) for t in range(schedule.T)] if n_t is None else [(None, schedule.T / n_t)] * n_t
     total = np.zeros(len(models))
-    draws = [torch.arange(schedule.T)] if n_t is None else [None] * n_t
-    for ts in draws:
-        for t in ([int(u) for u in ts] if ts is not None else [None]):
-            tt = torch.randint(0, schedule.T, (n,), generator=gen) if t is None else t
-            z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-            xt = q_sample(x0, tt, z, schedule)
-            w = wt[tt] * (schedule.T if t is None else 1.0)
-            for i, m in enumerate(models):
-                total[i] += float((w * ((z - m(xt, tt)) ** 2).flatten(1).sum(1)).mean())
-    return total / (1 if n_t is None else n_t)
+    for t, scale in plan:
+        tt = torch.randint(0, schedule.T, (n,), generator=gen) if t is None else t
+        z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        xt = q_sample(x0, tt, z, schedule)
+        w = wt[tt] * scale
+        for i, m in enumerate(models):
+            total[i] += float((w * ((z - m(xt, tt)) ** 2).flatten(1).sum(1)).mean())
+    return total
 
 
 @torch.no_grad()

@@ -43,8 +43,9 @@ class ComposeConfig:
     # narrow experts magnify that, and it moved λ by 0.02–0.03 on random problems (issue 12)
     langevin_final_steps: int = 240  # Langevin steps at the last level, where the particles settle
     langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
-    # t = 0. Use 1 with DSM-trained experts: a network's score at t = 0 is poorly learned (its DSM target has
-    # almost no signal there) and Langevin would follow it at full strength. 0 is exact for exact experts.
+    # t = 0. Use ≥ 1 with DSM-trained experts: a network's score at the smallest t is poorly learned (its DSM
+    # target has almost no signal there) and Langevin follows it at full strength (bench compose2d: 2,
+    # compose2d.LEARNED_T_MIN). 0 is exact for exact experts.
     # the primal model (Algorithm 2 and OR): an MLPEps trained by DSM, warm-started across rounds
     dsm_steps_first: int = 300  # DSM steps in the first round (from scratch)
     dsm_steps: int = 100  # DSM steps in every later round
