@@ -222,6 +222,43 @@ def project_simplex(v) -> np.ndarray:
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
 
 
+def simplex_newton_direction(g, hessian, lam, ridge: float = 1e-3) -> np.ndarray:
+    """Newton's direction for maximising a concave D(λ) on the simplex, from its gradient ``g`` and
+    ``hessian`` = −∇²D (positive semidefinite): d maximises gᵀd − ½dᵀHd subject to Σ_{i∈A} d_i = 0
+    and d_i = 0 off the active set A (λ_i > 0, or λ_i = 0 with g_i above the active mean: an expert
+    about to enter). Solved through its KKT system; where the full step would take some λ_i below 0,
+    that d_i stops at −λ_i and the rest is solved again. ``ridge`` × the mean diagonal keeps a noisy H
+    invertible. For the AND dual, g_i = KL(p_λ ‖ q_i) and H = Cov_{p_λ}(log q_i, log q_j)."""
+    g = np.asarray(g, float)
+    H = np.atleast_2d(np.asarray(hessian, float))
+    lam = np.asarray(lam, float)
+    n = len(g)
+    if H.shape != (n, n) or lam.shape != (n,) or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        raise ValueError(f"hessian: expected a finite ({n}, {n}) matrix for {n} values, got shape {H.shape}")
+    active = lam > 1e-12  # (a projection leaves round-off such as 1e-17 on a face)
+    if not active.any():
+        raise ValueError(f"lam: expected a point of the simplex, got {lam}")
+    active |= g > g[active].mean()
+    d = np.zeros(n)
+    stopped = np.zeros(n, bool)
+    while active.sum() >= 2:
+        idx = np.flatnonzero(active)
+        k = len(idx)
+        Ha = H[np.ix_(idx, idx)]
+        Ha = (Ha + Ha.T) / 2 + ridge * max(float(np.trace(Ha)) / k, 1e-12) * np.eye(k)
+        kkt = np.block([[Ha, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+        d[idx] = np.linalg.solve(kkt, np.r_[g[idx], -d[stopped].sum()])[:k]
+        crossing = np.flatnonzero(active & (lam + d < 0))
+        if not len(crossing):
+            break
+        # the first coordinate the step takes below 0 stops there; the others are solved again
+        i = crossing[np.argmin(lam[crossing] / -d[crossing])]
+        d[i], active[i], stopped[i] = -lam[i], False, True
+    else:  # one coordinate left free: it takes up what the stopped ones gave
+        d[active] = -d[stopped].sum()
+    return d
+
+
 @dataclass
 class SimplexDual:
     """λ on the simplex for the composition problems: λ ← Proj_Δ(λ + η_k · g), g the per-expert KLs
@@ -230,7 +267,9 @@ class SimplexDual:
     ``normalized=True`` takes steps of length η_k along g − mean(g) (a normalised subgradient step;
     ``lr`` is then a distance on the simplex). The projection ignores the mean of g, so only the
     spread of the KLs sets the direction, and a problem whose KLs differ little still moves λ by
-    η_0 (1 + decay + …) in all: the plain step moves it by η_k times that small spread."""
+    η_0 (1 + decay + …) in all: the plain step moves it by η_k times that small spread. Given the
+    dual's curvature (``update(values, hessian=H)``), the step is Newton's, capped at length η_k: near
+    λ* it shrinks by itself, where a normalised gradient step keeps its length η_k."""
 
     n: int
     lr: float = 1.0
@@ -251,12 +290,21 @@ class SimplexDual:
             raise ValueError(f"initial λ must lie on the simplex, got {lam}")
         self.lam = lam
 
-    def update(self, values, **extra) -> np.ndarray:
+    def update(self, values, hessian=None, **extra) -> np.ndarray:
+        """One step with the per-expert ``values`` g. With ``hessian`` (−∇²D; normalised steps only):
+        Newton's step (:func:`simplex_newton_direction`), shortened to length η_k where it is longer
+        (far from λ* the quadratic model of D overshoots; near λ* the step is exact to second order)."""
         g = np.asarray(values, dtype=float)
         if g.shape != (self.n,) or not np.all(np.isfinite(g)):
             raise ValueError(f"values: expected {self.n} finite numbers, got {g}")
+        if hessian is not None and not self.normalized:
+            raise ValueError("hessian: a Newton step needs normalized=True (its length is capped at η_k)")
         eta = self.lr * self.decay**self.step
-        if self.normalized:
+        d = simplex_newton_direction(g, hessian, self.lam) if hessian is not None else None
+        if d is not None:
+            norm = float(np.linalg.norm(d))
+            self.lam = project_simplex(self.lam + d * min(1.0, eta / norm)) if norm > 0 else self.lam.copy()
+        elif self.normalized:
             d = g - g.mean()
             norm = float(np.linalg.norm(d))
             self.lam = project_simplex(self.lam + (eta / norm) * d) if norm > 0 else self.lam.copy()

@@ -109,19 +109,16 @@ def lemma2_weights(schedule: Schedule) -> np.ndarray:
 
 
 @torch.no_grad()
-def denoising_kls(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int = 0,
-                  weighted: bool = True) -> np.ndarray:
-    """Lemma 2's KL(p₀ ‖ q_i) for every ε-model q_i, up to one constant shared by all i, from samples
-    ``x0`` of p₀ alone — no model of p.
+def denoising_losses(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int = 0,
+                     weighted: bool = True) -> np.ndarray:
+    """Each ε-model's Lemma-2-weighted denoising loss on every sample of ``x0``: an (n, m) array
+    ℓ_i(x₀) = Σ_t w_t ‖z − ε_i(√ᾱ_t x₀ + √(1−ᾱ_t) z, t)‖², Monte Carlo over (t, z).
 
-    With x_t = √ᾱ_t x₀ + √(1−ᾱ_t) z, the noise z is an unbiased target for p's ε, so
-    E‖ε_p − ε_i‖² = E‖z − ε_i(x_t)‖² − E‖z − ε_p(x_t)‖², and the last term does not depend on i.
-    Hence Σ_t w_t E‖z − ε_i(x_t, t)‖² (w_t of Lemma 2: each expert's weighted denoising loss on p's
-    samples) equals Lemma 2's KL_i plus a constant. The differences KL_i − KL_j — all a dual step on the
-    simplex uses — come out unbiased, whatever a fitted model of p gets wrong. One draw of (t, z) per
-    sample is shared by every expert (common random numbers), so the differences have low variance.
-    ``n_t``: timesteps drawn per sample (None: every t). ``weighted=False``: the public code's
-    unweighted sums, as :func:`pointwise_kl`.
+    ℓ_i(x₀) is the negative ELBO of x₀ under model i up to a constant (Ho et al. 2020, eq. 5; tight
+    for the exact ε in the continuous-time limit): −log q_i(x₀) + c. Its mean over samples of p is
+    :func:`denoising_kls`, its covariance across samples :func:`log_density_covariance`. One draw of
+    (t, z) per sample is shared by every model (common random numbers). ``n_t``: timesteps drawn per
+    sample (None: every t). ``weighted=False``: the public code's unweighted sums.
     """
     x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
     if x0.ndim < 2 or x0.shape[0] == 0:
@@ -132,15 +129,54 @@ def denoising_kls(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int
     n = x0.shape[0]
     # every t once with weight w_t, or n_t draws of one uniform t per sample with weight w_t · T / n_t
     plan = [(t, 1.0) for t in range(schedule.T)] if n_t is None else [(None, schedule.T / n_t)] * n_t
-    total = np.zeros(len(models))
+    total = torch.zeros(n, len(models), dtype=torch.float64)
     for t, scale in plan:
         tt = torch.randint(0, schedule.T, (n,), generator=gen) if t is None else t
         z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         xt = q_sample(x0, tt, z, schedule)
         w = wt[tt] * scale
         for i, m in enumerate(models):
-            total[i] += float((w * ((z - m(xt, tt)) ** 2).flatten(1).sum(1)).mean())
-    return total
+            total[:, i] += (w * ((z - m(xt, tt)) ** 2).flatten(1).sum(1)).double()
+    return total.numpy()
+
+
+def denoising_kls(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int = 0,
+                  weighted: bool = True) -> np.ndarray:
+    """Lemma 2's KL(p₀ ‖ q_i) for every ε-model q_i, up to one constant shared by all i, from samples
+    ``x0`` of p₀ alone — no model of p.
+
+    With x_t = √ᾱ_t x₀ + √(1−ᾱ_t) z, the noise z is an unbiased target for p's ε, so
+    E‖ε_p − ε_i‖² = E‖z − ε_i(x_t)‖² − E‖z − ε_p(x_t)‖², and the last term does not depend on i.
+    Hence Σ_t w_t E‖z − ε_i(x_t, t)‖² (w_t of Lemma 2: each expert's weighted denoising loss on p's
+    samples, :func:`denoising_losses`) equals Lemma 2's KL_i plus a constant. The differences
+    KL_i − KL_j — all a dual step on the simplex uses — come out unbiased, whatever a fitted model of p
+    gets wrong. One draw of (t, z) per sample is shared by every expert (common random numbers), so the
+    differences have low variance.
+    """
+    return denoising_losses(models, schedule, x0, n_t, seed, weighted).mean(0)
+
+
+def log_density_covariance(models, schedule: Schedule, x0, n_t: int | None = 8, seed: int = 0) -> np.ndarray:
+    """Cov_p(log q_i, log q_j) over samples ``x0`` of p, for ε-models q_i: an (m, m) matrix.
+
+    −log q_i(x₀) is the per-sample denoising loss ℓ_i(x₀) (:func:`denoising_losses`) up to a constant,
+    but one Monte Carlo draw of (t, z) adds its own noise, whose variance would inflate the diagonal.
+    Two independent draws ℓ⁽¹⁾, ℓ⁽²⁾ on the same samples have independent noise, so their
+    cross-covariance ½(Cov(ℓ⁽¹⁾, ℓ⁽²⁾) + its transpose) is unbiased for Cov_p(log q_i, log q_j). For the
+    AND dual D(λ) = −log ∫∏q_i^{λ_i} this is −∇²D at the λ whose product p is (Chapter 5).
+    """
+    return cross_covariance(denoising_losses(models, schedule, x0, n_t, seed),
+                            denoising_losses(models, schedule, x0, n_t, seed + 1))
+
+
+def cross_covariance(a, b) -> np.ndarray:
+    """½(Cov(a, b) + Cov(b, a)) of two (n, m) arrays of per-sample values with independent noise."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"a, b: expected two (n, m) arrays with n ≥ 2 of one shape, got {a.shape} and {b.shape}")
+    m = a.shape[1]
+    c = np.atleast_2d(np.cov(np.concatenate([a, b], 1).T))[:m, m:]
+    return (c + c.T) / 2
 
 
 @torch.no_grad()

@@ -109,6 +109,20 @@ def test_algorithm2_with_exact_experts_reaches_lambda_star():
     assert np.abs(res.lam - product_dual(experts).lam).max() < 0.02, res.lam_history
 
 
+def test_algorithm2_newton_dual_with_fewer_early_particles_reaches_lambda_star():
+    """The bench's dual (Newton, curvature from the particles' denoising losses) and particle schedule:
+    rounds whose λ is not averaged use n_samples_early particles."""
+    experts = _experts("fig1_and")
+    sched = default_schedule()
+    cfg = ComposeConfig(rounds=4, n_samples=400, n_samples_early=100, dsm_steps_first=100, dsm_steps=20,
+                        kl_samples=200, average_last=2, langevin_levels=6, langevin_steps=5, langevin_final_steps=60,
+                        dual_normalized=True, dual_newton=True)
+    rounds = list(and_primal_dual([ExactEps(e, sched) for e in experts], sched, cfg))
+    assert [len(r.samples) for r in rounds] == [100, 100, 400, 400]
+    res = run_rounds(iter(rounds), cfg.average_last)
+    assert np.abs(res.lam - product_dual(experts).lam).max() < 0.02, res.lam_history
+
+
 def test_mcmc_stopping_at_t1_then_ddpm_steps_matches_product():
     sched = default_schedule()
     equal = [G([1.0, 0.0], 0.05), G([-1.0, 0.5], 0.05)]
@@ -185,6 +199,10 @@ def test_bad_inputs_raise_value_error():
         ComposeConfig(rounds=0)
     with pytest.raises(ValueError, match="kl_source"):
         ComposeConfig(kl_source="both")
+    with pytest.raises(ValueError, match="dual_newton"):
+        ComposeConfig(dual_newton=True)  # Newton steps are capped: they need dual_normalized
+    with pytest.raises(ValueError, match="n_samples_early"):
+        ComposeConfig(n_samples_early=1)
     with pytest.raises(ValueError, match="levels"):
         annealed_langevin(lambda x, t: -x, sched, (10, 2), levels=[0, 5])
     with pytest.raises(ValueError, match="step"):

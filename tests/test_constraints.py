@@ -434,3 +434,52 @@ def test_simplex_dual_normalized_steps_have_the_set_length_along_the_centred_val
     lam2 = d.update(g + 100.0)  # a common shift changes nothing; the length decays to lr · decay
     np.testing.assert_allclose(np.linalg.norm(lam2 - lam1), 0.05, atol=1e-12)
     assert d.update(np.full(3, 7.0)).tolist() == lam2.tolist()  # equal values: λ stays
+
+
+def _simplex_max_by_scipy(c, H):
+    """max cᵀλ − ½λᵀHλ on the simplex by SLSQP (independent of the KKT code under test)."""
+    from scipy.optimize import minimize
+
+    n = len(c)
+    res = minimize(lambda l: -(c @ l - 0.5 * l @ H @ l), np.full(n, 1.0 / n), jac=lambda l: -(c - H @ l),
+                   bounds=[(0, 1)] * n, constraints=[{"type": "eq", "fun": lambda l: l.sum() - 1}],
+                   method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+    return res.x
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simplex_newton_step_solves_a_quadratic_dual_in_one_step_or_a_few(seed):
+    """On D(λ) = cᵀλ − ½λᵀHλ (gradient g = c − Hλ, curvature H) Newton's step from the centre lands on
+    the constrained maximiser when it is interior; with a face active a few capped steps reach it."""
+    from cda_lite.constraints import simplex_newton_direction
+
+    rng = np.random.default_rng(seed)
+    n = 3 + seed % 2
+    A = rng.normal(size=(n, n))
+    H = A @ A.T + 0.5 * np.eye(n)
+    c = rng.normal(size=n) * (3.0 if seed >= 3 else 0.3)  # large c: the maximiser sits on a face
+    truth = _simplex_max_by_scipy(c, H)
+    lam = np.full(n, 1.0 / n)
+    if truth.min() > 1e-6:  # interior: one full Newton step is exact for a quadratic
+        np.testing.assert_allclose(lam + simplex_newton_direction(c - H @ lam, H, lam, ridge=0.0), truth, atol=1e-6)
+    dual = SimplexDual(n, lr=0.5, decay=0.9, normalized=True)
+    for _ in range(30):
+        dual.update(c - H @ dual.lam, hessian=H)
+    np.testing.assert_allclose(dual.lam, truth, atol=1e-5)
+    assert (seed < 3) or truth.min() < 1e-6  # the family covers both cases
+
+
+def test_simplex_newton_direction_stays_on_the_simplex_and_checks_input():
+    from cda_lite.constraints import simplex_newton_direction
+
+    H = np.diag([1.0, 2.0, 4.0])
+    d = simplex_newton_direction([0.0, 0.0, 5.0], H, np.array([0.0, 0.5, 0.5]))
+    assert abs(d.sum()) < 1e-12 and d[0] == 0.0  # an expert at 0 with a low value stays out
+    d = simplex_newton_direction([9.0, 0.0, 0.0], H, np.array([0.0, 0.5, 0.5]))
+    assert d[0] > 0  # … one with the highest value enters
+    d = simplex_newton_direction([0.0, -50.0, 50.0], H, np.array([0.0, 0.1, 0.9]))
+    assert d[1] == pytest.approx(-0.1) and abs(d.sum()) < 1e-12  # stops at λ_1 = 0, the rest re-solved
+    with pytest.raises(ValueError, match="hessian"):
+        simplex_newton_direction([1.0, 2.0], np.eye(3), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="hessian"):
+        SimplexDual(2).update([1.0, 2.0], hessian=np.eye(2))  # Newton steps need normalized=True

@@ -145,3 +145,29 @@ def test_denoising_kls_bad_input():
 
     with pytest.raises(ValueError, match="x0"):
         denoising_kls([ExactEps(Q, default_schedule())], default_schedule(), np.zeros(3))
+
+
+def test_log_density_covariance_of_exact_experts_matches_the_closed_form():
+    """Two independent draws of the per-sample denoising losses give Cov_p(log q_i, log q_j) (the
+    AND dual's curvature) on the simplex's tangent space: against the closed form of the product, the
+    cross-covariance is close and the covariance of one draw, inflated by its own noise, is not."""
+    from cda_lite.compose import product_log_density_cov
+    from cda_lite.exact.problems import random_composition
+    from cda_lite.exact.product import GaussianProduct
+    from cda_lite.kl import denoising_losses, log_density_covariance
+
+    schedule = default_schedule()
+    experts = random_composition(1).experts + random_composition(2).experts[:1]
+    lam = np.array([0.3, 0.5, 0.2])
+    m, S = GaussianProduct(experts).gaussian(lam)
+    x0 = torch.as_tensor(np.random.default_rng(0).multivariate_normal(m, S, 4000), dtype=torch.float32)
+    models = [ExactEps(e, schedule) for e in experts]
+    P = np.eye(3) - 1.0 / 3  # the tangent space: a constant shared by every log q_i drops out
+    truth = P @ product_log_density_cov(experts, lam) @ P
+    rel = lambda c: np.linalg.norm(P @ c @ P - truth) / np.linalg.norm(truth)  # noqa: E731
+    cross = log_density_covariance(models, schedule, x0, n_t=8, seed=1)
+    single = np.cov(denoising_losses(models, schedule, x0, n_t=8, seed=1).T)
+    assert rel(cross) < 0.2 and rel(single) > 0.5, (rel(cross), rel(single))
+    np.testing.assert_allclose(cross, cross.T)
+    with pytest.raises(ValueError, match="a, b"):
+        log_density_covariance(models, schedule, x0[:1])

@@ -29,7 +29,7 @@ Every algorithm is a generator of :class:`ComposeRound` (a chapter can plot as i
 compose2d``; ``python -m cda_lite.bench.reproduce fig1|fig2``.
 """
 from cda_lite.compose.rounds import ComposeConfig, ComposeResult, ComposeRound, OR_DUAL_LR, run_rounds
-from cda_lite.compose.product import and_dual_exact_kls, and_dual_only, and_primal_dual, product_kls, product_of_experts, sample_product_mcmc, surrogate_chain_gaussian, surrogate_eps, surrogate_fixed_point, surrogate_gaussian, surrogate_kls, surrogate_score
+from cda_lite.compose.product import and_dual_exact_kls, and_dual_only, and_primal_dual, product_kls, product_log_density_cov, product_of_experts, sample_product_mcmc, surrogate_chain_gaussian, surrogate_eps, surrogate_fixed_point, surrogate_gaussian, surrogate_kls, surrogate_score
 from cda_lite.compose.mixture import elbo_loss, or_dual_exact, or_primal_dual
 
-__all__ = ["ComposeConfig", "ComposeResult", "ComposeRound", "OR_DUAL_LR", "run_rounds", "and_dual_exact_kls", "and_dual_only", "and_primal_dual", "product_kls", "product_of_experts", "sample_product_mcmc", "surrogate_chain_gaussian", "surrogate_eps", "surrogate_fixed_point", "surrogate_gaussian", "surrogate_kls", "surrogate_score", "elbo_loss", "or_dual_exact", "or_primal_dual"]
+__all__ = ["ComposeConfig", "ComposeResult", "ComposeRound", "OR_DUAL_LR", "run_rounds", "and_dual_exact_kls", "and_dual_only", "and_primal_dual", "product_kls", "product_log_density_cov", "product_of_experts", "sample_product_mcmc", "surrogate_chain_gaussian", "surrogate_eps", "surrogate_fixed_point", "surrogate_gaussian", "surrogate_kls", "surrogate_score", "elbo_loss", "or_dual_exact", "or_primal_dual"]

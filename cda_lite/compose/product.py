@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 from cda_lite.exact.product import GaussianProduct, GridProduct, gaussian_kl
 from cda_lite.exact.simplex import check_experts, simplex_solve
 from cda_lite.gmm import GaussianMixture
-from cda_lite.kl import denoising_kls, pointwise_kl
+from cda_lite.kl import cross_covariance, denoising_losses, pointwise_kl
 from cda_lite.langevin import annealed_langevin, denoise_from, langevin_levels, score_from_eps
 from cda_lite.models import LinearCombinationEps, MLPEps
 from cda_lite.sampling import Chain, batch_shape, mean_eps_coefficient, sample, step_sigma
@@ -49,6 +49,13 @@ def product_kls(experts, lam) -> np.ndarray:
     """KL(q_AND^λ ‖ q_i) for every expert, exactly (closed form or grid)."""
     experts = check_experts(experts)
     return _family(experts).kls(_check_lam(lam, len(experts)))
+
+
+def product_log_density_cov(experts, lam) -> np.ndarray:
+    """Cov(log q_i, log q_j) under q_AND^λ, exactly (closed form or grid): −∇²D(λ) of the AND dual
+    D(λ) = −log ∫∏q_i^{λ_i}, whose gradient is (KL(q_AND^λ ‖ q_i))_i up to a shared constant."""
+    experts = check_experts(experts)
+    return _family(experts).log_density_cov(_check_lam(lam, len(experts)))
 
 
 def surrogate_gaussian(experts, lam, alpha_bar: float) -> GaussianMixture:
@@ -170,7 +177,9 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
     lam = np.full(m, 1.0 / m)
     dual = None
     for k in range(config.rounds):
-        x_mcmc = sample_product_mcmc(experts, lam, schedule, batch_shape(config.n_samples, dim), config,
+        early = config.n_samples_early is not None and k < config.rounds - config.average_last
+        x_mcmc = sample_product_mcmc(experts, lam, schedule,
+                                     batch_shape(config.n_samples_early if early else config.n_samples, dim), config,
                                      seed=gen_seed + 1000 * k)
         if not torch.isfinite(x_mcmc).all():
             raise FloatingPointError(f"annealed Langevin diverged in round {k}; lower langevin_step_scale")
@@ -186,20 +195,26 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
                         eta=1.0, seed=gen_seed + 1000 * k + 2)
         kls = np.array([pointwise_kl(model, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
                                      seed=gen_seed + k) for e in experts])
+        hessian = None
+        if config.kl_source == "denoising" or config.dual_newton:  # per-sample losses: two independent draws
+            losses = [denoising_losses(experts, schedule, x_mcmc, n_t=config.kl_timesteps, weighted=config.weighted,
+                                       seed=gen_seed + 1000 * k + 3 + j) for j in range(2 if config.dual_newton else 1)]
+            if config.dual_newton:
+                hessian = cross_covariance(*losses)  # Cov(log q_i, log q_j) on the particles
         if config.kl_source == "denoising":  # the differences from the MCMC samples, the level from Lemma 2
-            gaps = denoising_kls(experts, schedule, x_mcmc, n_t=config.kl_timesteps, seed=gen_seed + 1000 * k + 3,
-                                 weighted=config.weighted)
+            gaps = np.mean([ell.mean(0) for ell in losses], 0)
             kls = gaps - gaps.mean() + kls.mean()
         if dual is None:
             dual = _dual(m, config, kls, _and_default_lr(config), normalizable=True)
-        lam_next = dual.update(kls)
+        lam_next = dual.update(kls, hessian=hessian)
         yield ComposeRound(k, lam, kls, lam_next, x_mcmc.double().numpy(), model)
         lam = lam_next
 
 
 def and_dual_exact_kls(experts, config: ComposeConfig | None = None) -> Iterator[ComposeRound]:
     """Algorithm 2's dual (the same :class:`SimplexDual`, first step, decay and rounds) fed the *exact*
-    KL(q_AND^λ ‖ q_i) of :func:`product_kls` instead of estimates: where its λ lands is what the dual
+    KL(q_AND^λ ‖ q_i) of :func:`product_kls` (and, with ``dual_newton``, the exact curvature
+    :func:`product_log_density_cov`) instead of estimates: where its λ lands is what the dual
     schedule alone costs, the first part of Algorithm 2's error (``python -m cda_lite.bench sweep``)."""
     config = config or ComposeConfig()
     experts = check_experts(experts)
@@ -209,7 +224,7 @@ def and_dual_exact_kls(experts, config: ComposeConfig | None = None) -> Iterator
         kls = product_kls(experts, lam)
         if dual is None:
             dual = _dual(m, config, kls, _and_default_lr(config), normalizable=True)
-        lam_next = dual.update(kls)
+        lam_next = dual.update(kls, hessian=product_log_density_cov(experts, lam) if config.dual_newton else None)
         yield ComposeRound(k, lam, kls, lam_next, np.empty((0, experts[0].dim)), None)
         lam = lam_next
 

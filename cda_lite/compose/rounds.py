@@ -31,8 +31,14 @@ class ComposeConfig:
     dual_normalized: bool = False
     dual_radius: float = 0.4
     dual_radius_decay: float = 0.7
+    # with dual_normalized: Newton's step, capped at dual_radius · decay^k, instead of one of that length along
+    # KL − mean KL (the dual's curvature Cov_p(log q_i, log q_j) from two independent draws of the experts'
+    # denoising losses on the particles, kl.log_density_covariance)
+    dual_newton: bool = False
     average_last: int = 3  # the reported λ is the mean of the last iterates (Polyak averaging)
     n_samples: int = 500  # MCMC particles (Alg. 2), chain samples (Alg. 3), data per expert (OR)
+    n_samples_early: int | None = None  # Algorithm 2: particles in the rounds before the last `average_last`,
+    # whose λ is not averaged and whose capped steps need only the KLs' direction (None: n_samples)
     seed: int = 0
     # Algorithm 2: annealed Langevin with the surrogate score
     langevin_levels: int = 10  # noise levels, geometric in 1 − ᾱ from t = T−1 to t = langevin_t_min
@@ -69,6 +75,9 @@ class ComposeConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_samples_early is not None and (not isinstance(self.n_samples_early, (int, np.integer))
+                                                 or self.n_samples_early < 2):
+            raise ValueError(f"n_samples_early must be an integer ≥ 2 or None, got {self.n_samples_early!r}")
         if self.dsm_steps < 0:
             raise ValueError(f"dsm_steps must be ≥ 0, got {self.dsm_steps}")
         if self.dual_lr is not None and not self.dual_lr > 0:
@@ -76,6 +85,8 @@ class ComposeConfig:
         for name in ("dual_decay", "dual_radius_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        if self.dual_newton and not self.dual_normalized:
+            raise ValueError("dual_newton: Newton steps need dual_normalized=True (their length is capped at dual_radius)")
         if not self.dual_radius > 0:
             raise ValueError(f"dual_radius must be > 0, got {self.dual_radius}")
         if not isinstance(self.langevin_t_min, (int, np.integer)) or self.langevin_t_min < 0:

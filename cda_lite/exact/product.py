@@ -56,6 +56,14 @@ class GaussianProduct:
         mean = cov @ np.einsum("i,ijk,ik->j", lam, self.prec, self.mu)
         return mean, cov
 
+    def log_density_cov(self, lam):
+        """Cov_p(log q_i, log q_j) under the product p = N(m, S): for quadratics of a Gaussian,
+        ½ tr(P_i S P_j S) + (m − μ_i)ᵀ P_i S P_j (m − μ_j)."""
+        m, S = self.gaussian(np.asarray(lam, float))
+        PS = self.prec @ S  # (k, d, d): P_i S
+        u = np.einsum("ijk,ik->ij", self.prec, m - self.mu) # P_i (m − μ_i)
+        return 0.5 * np.einsum("iab,jba->ij", PS, PS) + u @ S @ u.T
+
     def log_Z(self, lam):
         lam = np.asarray(lam, float)
         prec = np.einsum("i,ijk->jk", lam, self.prec)
@@ -93,6 +101,13 @@ class GridProduct:
     def kls(self, lam):
         p = self.target(lam)
         return np.array([p.kl_to(lq) for lq in self.logq])
+
+    def log_density_cov(self, lam):
+        """Cov_p(log q_i, log q_j) under the product p, as sums over the grid."""
+        logits = np.asarray(lam) @ self.logq
+        w = np.exp(logits - logsumexp(logits))
+        centred = self.logq - (self.logq @ w)[:, None]
+        return (centred * w) @ centred.T
 
 
 def product_dual(experts, grid_n: int = 300) -> ProductResult:
