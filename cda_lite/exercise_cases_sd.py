@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from cda_lite.exercise_cases import call, close
+from cda_lite.exercise_compare import call, close
 
 __all__ = ["BUILDERS"]
 

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cda_lite import exercise_cases as _cases
+from cda_lite import exercise_compare as _compare
 from cda_lite import exercise_cases_sd as _cases_sd
 
 __all__ = ["check", "list_checks", "CheckFailure", "CaseTimeout"]
 
-CheckFailure = _cases.CheckFailure
+CheckFailure = _compare.CheckFailure
 
 #: Seconds each case may take before the check gives up on it (see :func:`check`).
 DEFAULT_TIMEOUT = 60.0
@@ -103,14 +104,14 @@ def check(name: str, student_fn: Callable, verbose: bool = True, timeout: float 
                 run(student_fn)
         except CheckFailure as err:
             msg = str(err)
-        except _cases.StudentRaised as err:
+        except _compare.StudentRaised as err:
             e = err.original
             msg = f"your function raised {type(e).__name__}: {e}\n  (expected signature: {c.signature})"
         except CaseTimeout:
             msg = (f"your function did not finish within {timeout:g} s (an endless loop, or far more work than "
                    f"the case needs?)")
         except Exception:  # the checker could not use what the function returned
-            msg = (f"your function returned {_cases.describe(_cases.LAST_RETURN[0])}, expected {c.returns}"
+            msg = (f"your function returned {_compare.describe(_compare.LAST_RETURN[0])}, expected {c.returns}"
                    f"\n  (signature: {c.signature})")
         if msg is not None:
             if verbose:
