@@ -194,11 +194,12 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
             x0 = sample(model, schedule, batch_shape(config.kl_samples, dim), steps=config.sampler_steps,
                         eta=1.0, seed=gen_seed + 1000 * k + 2)
         kls = np.array([pointwise_kl(model, e, schedule, x0, weighted=config.weighted, n_t=config.kl_timesteps,
-                                     seed=gen_seed + k) for e in experts])
+                                     seed=gen_seed + k, quadrature=config.kl_quadrature) for e in experts])
         hessian = None
         if config.kl_source == "denoising" or config.dual_newton:  # per-sample losses: two independent draws
             losses = [denoising_losses(experts, schedule, x_mcmc, n_t=config.kl_timesteps, weighted=config.weighted,
-                                       seed=gen_seed + 1000 * k + 3 + j) for j in range(2 if config.dual_newton else 1)]
+                                       quadrature=config.kl_quadrature, seed=gen_seed + 1000 * k + 3 + j)
+                      for j in range(2 if config.dual_newton else 1)]
             if config.dual_newton:
                 hessian = cross_covariance(*losses)  # Cov(log q_i, log q_j) on the particles
         if config.kl_source == "denoising":  # the differences from the MCMC samples, the level from Lemma 2
