@@ -233,8 +233,12 @@ def simplex_newton_direction(g, hessian, lam, ridge: float = 1e-3) -> np.ndarray
     H = np.atleast_2d(np.asarray(hessian, float))
     lam = np.asarray(lam, float)
     n = len(g)
-    if H.shape != (n, n) or lam.shape != (n,) or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+    if g.ndim != 1 or not np.all(np.isfinite(g)):
+        raise ValueError(f"g: expected a finite vector, got {g}")
+    if H.shape != (n, n) or not np.all(np.isfinite(H)):
         raise ValueError(f"hessian: expected a finite ({n}, {n}) matrix for {n} values, got shape {H.shape}")
+    if lam.shape != (n,) or not np.all(np.isfinite(lam)):
+        raise ValueError(f"lam: expected {n} finite weights, got {lam}")
     active = lam > 1e-12  # (a projection leaves round-off such as 1e-17 on a face)
     if not active.any():
         raise ValueError(f"lam: expected a point of the simplex, got {lam}")

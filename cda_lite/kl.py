@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from cda_lite._checks import InputError
+from cda_lite._checks import InputError, check_finite
 from cda_lite.sampling import Chain, mean_eps_coefficient, step_mean_std, step_sigma
 from cda_lite.schedules import Schedule, q_sample
 
@@ -150,6 +150,7 @@ def denoising_losses(models, schedule: Schedule, x0, n_t: int | None = 8, seed: 
     x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
     if x0.ndim < 2 or x0.shape[0] == 0:
         raise ValueError(f"x0: expected (n, ...) samples with n ≥ 1, got shape {tuple(x0.shape)}")
+    check_finite(x0, "x0")
     models = list(models)
     gen = torch.Generator().manual_seed(seed)
     wt = torch.as_tensor(w_np, dtype=x0.dtype)
@@ -221,6 +222,7 @@ def pointwise_kl(model_p, model_q, schedule: Schedule, x0, weighted: bool = True
     x0 = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
     if x0.ndim < 2:
         raise ValueError(f"x0: expected (n, ...) samples, got shape {tuple(x0.shape)}")
+    check_finite(x0, "x0")
     gen = torch.Generator().manual_seed(seed)
     wt = torch.as_tensor(w, dtype=x0.dtype)
     total = 0.0

@@ -481,5 +481,13 @@ def test_simplex_newton_direction_stays_on_the_simplex_and_checks_input():
     assert d[1] == pytest.approx(-0.1) and abs(d.sum()) < 1e-12  # stops at λ_1 = 0, the rest re-solved
     with pytest.raises(ValueError, match="hessian"):
         simplex_newton_direction([1.0, 2.0], np.eye(3), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="^g"):
+        simplex_newton_direction([np.nan, 2.0], np.eye(2), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="hessian"):
+        simplex_newton_direction([1.0, 2.0], np.full((2, 2), np.nan), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="^lam"):
+        simplex_newton_direction([1.0, 2.0], np.eye(2), np.array([0.5]))
+    with pytest.raises(ValueError, match="hessian"):
+        SimplexDual(2, normalized=True).update([1.0, 2.0], hessian=np.full((2, 2), np.inf))
     with pytest.raises(ValueError, match="hessian"):
         SimplexDual(2).update([1.0, 2.0], hessian=np.eye(2))  # Newton steps need normalized=True

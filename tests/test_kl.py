@@ -171,6 +171,12 @@ def test_log_density_covariance_of_exact_experts_matches_the_closed_form():
     np.testing.assert_allclose(cross, cross.T)
     with pytest.raises(ValueError, match="a, b"):
         log_density_covariance(models, schedule, x0[:1])
+    bad = x0.clone()
+    bad[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="x0"):  # NaN in: an error naming it, never NaN out
+        log_density_covariance(models, schedule, bad)
+    with pytest.raises(ValueError, match="x0"):
+        pointwise_kl(models[0], models[1], schedule, bad)
 
 
 def _eps_gap_terms(p, q, schedule):
