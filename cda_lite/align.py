@@ -31,7 +31,7 @@ import torch
 
 from cda_lite import checkpoint as ckpt
 from cda_lite._checks import check_count, check_number
-from cda_lite.constraints import Constraint, DualAscent, lagrangian
+from cda_lite.constraints import Constraint, DualAscent, bounded_newton_step, lagrangian
 from cda_lite.differentiable import sample_differentiable
 from cda_lite.models import ResidualEps
 from cda_lite.sampling import Chain
@@ -188,7 +188,7 @@ class PrimalDualTrainer:
                 if cfg.dual_precondition:
                     signs = np.array([c.sign for c in self.constraints])
                     cov = np.atleast_2d(np.cov(np.concatenate(self._window_values, 1) * signs[:, None]))
-                    step_slacks = newton_slacks(step_slacks, cov, self.dual.lam)
+                    step_slacks = newton_slacks(step_slacks, cov, self.dual.lam, lr=cfg.dual_lr)
                     self._window_values = []
                 self.dual.update(step_slacks, kl=kl_mean.item())
                 self._window = []
@@ -276,22 +276,34 @@ class PrimalDualTrainer:
         return self
 
 
-def newton_slacks(slacks, cov, lam, ridge: float = 0.05) -> np.ndarray:
+def newton_slacks(slacks, cov, lam, ridge: float = 0.05, lr: float | None = None) -> np.ndarray:
     """Slacks preconditioned by the inverse reward covariance on the active set (λ_i > 0 or violated).
 
     The dual D(λ) = λᵀb − log Z(λ) of Theorem 1 has gradient b − E_λ r and Hessian −Cov_λ(r), so
     λ ← [λ − η Cov⁻¹ slack]₊ is a damped Newton step (η = 1: exact for Gaussian q and linear r).
     Plain ascent λ ← [λ − η slack]₊ crawls along the dual's flat directions when Cov is
     ill-conditioned; this step does not. ``ridge`` (× the mean variance) keeps the solve stable on
-    a noisy batch covariance; ``cov`` is of the signed rewards s_i r_i."""
+    a noisy batch covariance; ``cov`` is of the signed rewards s_i r_i.
+
+    With the dual step ``lr`` (η) the step keeps λ ≥ 0 the Newton way
+    (:func:`cda_lite.constraints.bounded_newton_step`): a multiplier the step would take below 0 stops
+    at 0 and the others are solved again without it. Clipping instead keeps the others' share of a
+    step that multiplier never took: with two nearly collinear rewards and one of them inactive, a
+    noisy violation of the inactive one sent the other's λ up or down by 0.3–0.5 in one step."""
     slacks = np.asarray(slacks, float)
     cov = np.atleast_2d(np.asarray(cov, float))
-    active = (np.asarray(lam, float) > 0) | (slacks < 0)
+    lam = np.asarray(lam, float)
+    active = (lam > 0) | (slacks < 0)
     out = slacks.copy()
-    if active.any():
-        C = cov[np.ix_(active, active)]
-        C = C + ridge * np.trace(C) / len(C) * np.eye(len(C))
-        out[active] = np.linalg.solve(C, slacks[active])
+    if not active.any():
+        return out
+    if lr is not None:
+        d = bounded_newton_step(-slacks, cov / lr, lam, active, ridge=ridge)
+        out[active] = -d[active] / lr
+        return out
+    C = cov[np.ix_(active, active)]
+    C = C + ridge * np.trace(C) / len(C) * np.eye(len(C))
+    out[active] = np.linalg.solve(C, slacks[active])
     return out
 
 

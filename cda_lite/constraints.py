@@ -222,13 +222,47 @@ def project_simplex(v) -> np.ndarray:
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
 
 
+def bounded_newton_step(b, hessian, lam, active, sum_zero: bool = False, ridge: float = 1e-3) -> np.ndarray:
+    """The step d maximising the quadratic model bᵀd − ½dᵀHd of a concave dual at λ, over the
+    coordinates in ``active`` (d_i = 0 elsewhere), keeping λ + d ≥ 0 and, with ``sum_zero``, Σd = 0
+    (the simplex). Active set: solve the model (a KKT system with the sum), and where the step would
+    take some λ_i below 0, stop the first such coordinate at d_i = −λ_i and solve the rest again with it
+    fixed. ``ridge`` × the mean diagonal keeps a noisy H invertible. Projecting an unbounded Newton step
+    instead would keep the other coordinates' share of a step that one coordinate never took."""
+    b = np.asarray(b, float)
+    H = np.asarray(hessian, float)
+    lam = np.asarray(lam, float)
+    active = np.array(active, bool)
+    n = len(b)
+    d = np.zeros(n)
+    stopped = np.zeros(n, bool)
+    while active.sum() >= (2 if sum_zero else 1):
+        idx = np.flatnonzero(active)
+        k = len(idx)
+        Ha = H[np.ix_(idx, idx)]
+        Ha = (Ha + Ha.T) / 2 + ridge * max(float(np.trace(Ha)) / k, 1e-12) * np.eye(k)
+        rhs = b[idx] - H[np.ix_(idx, np.flatnonzero(stopped))] @ d[stopped]
+        if sum_zero:
+            kkt = np.block([[Ha, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+            d[idx] = np.linalg.solve(kkt, np.r_[rhs, -d[stopped].sum()])[:k]
+        else:
+            d[idx] = np.linalg.solve(Ha, rhs)
+        crossing = np.flatnonzero(active & (lam + d < 0))
+        if not len(crossing):
+            return d
+        i = crossing[np.argmin(lam[crossing] / -d[crossing])]  # the first to reach 0 stops there
+        d[i], active[i], stopped[i] = -lam[i], False, True
+    if sum_zero:  # one coordinate (or none) left free: it takes up what the stopped ones gave
+        d[active] = -d[stopped].sum()
+    return d
+
+
 def simplex_newton_direction(g, hessian, lam, ridge: float = 1e-3) -> np.ndarray:
     """Newton's direction for maximising a concave D(λ) on the simplex, from its gradient ``g`` and
-    ``hessian`` = −∇²D (positive semidefinite): d maximises gᵀd − ½dᵀHd subject to Σ_{i∈A} d_i = 0
-    and d_i = 0 off the active set A (λ_i > 0, or λ_i = 0 with g_i above the active mean: an expert
-    about to enter). Solved through its KKT system; where the full step would take some λ_i below 0,
-    that d_i stops at −λ_i and the rest is solved again. ``ridge`` × the mean diagonal keeps a noisy H
-    invertible. For the AND dual, g_i = KL(p_λ ‖ q_i) and H = Cov_{p_λ}(log q_i, log q_j)."""
+    ``hessian`` = −∇²D (positive semidefinite): d maximises gᵀd − ½dᵀHd subject to Σ d_i = 0, λ + d ≥ 0
+    and d_i = 0 off the active set (λ_i > 0, or λ_i = 0 with g_i above the active mean: an expert about
+    to enter); :func:`bounded_newton_step`. For the AND dual, g_i = KL(p_λ ‖ q_i) and
+    H = Cov_{p_λ}(log q_i, log q_j)."""
     g = np.asarray(g, float)
     H = np.atleast_2d(np.asarray(hessian, float))
     lam = np.asarray(lam, float)
@@ -243,24 +277,7 @@ def simplex_newton_direction(g, hessian, lam, ridge: float = 1e-3) -> np.ndarray
     if not active.any():
         raise ValueError(f"lam: expected a point of the simplex, got {lam}")
     active |= g > g[active].mean()
-    d = np.zeros(n)
-    stopped = np.zeros(n, bool)
-    while active.sum() >= 2:
-        idx = np.flatnonzero(active)
-        k = len(idx)
-        Ha = H[np.ix_(idx, idx)]
-        Ha = (Ha + Ha.T) / 2 + ridge * max(float(np.trace(Ha)) / k, 1e-12) * np.eye(k)
-        kkt = np.block([[Ha, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
-        d[idx] = np.linalg.solve(kkt, np.r_[g[idx], -d[stopped].sum()])[:k]
-        crossing = np.flatnonzero(active & (lam + d < 0))
-        if not len(crossing):
-            break
-        # the first coordinate the step takes below 0 stops there; the others are solved again
-        i = crossing[np.argmin(lam[crossing] / -d[crossing])]
-        d[i], active[i], stopped[i] = -lam[i], False, True
-    else:  # one coordinate left free: it takes up what the stopped ones gave
-        d[active] = -d[stopped].sum()
-    return d
+    return bounded_newton_step(g, H, lam, active, sum_zero=True, ridge=ridge)
 
 
 @dataclass

@@ -143,6 +143,39 @@ def test_newton_dual_step_is_exact_for_gaussian_linear():
     assert out[1] == 0.4 and out[0] == pytest.approx(-0.1 / cov[0, 0])
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_newton_dual_step_with_bounds_solves_the_bounded_quadratic_model(seed):
+    """With the dual step size, the preconditioned step keeps λ ≥ 0 the Newton way: the new λ is the
+    minimiser of the step's quadratic model slackᵀd + ½dᵀ(Cov/η)d over λ + d ≥ 0 (on the active set),
+    found here by L-BFGS-B; clipping the unbounded step instead lands elsewhere whenever a bound
+    binds. Random collinear-ish covariances, λ with zeros, slacks of both signs."""
+    from scipy.optimize import minimize
+
+    from cda_lite.align import newton_slacks
+
+    rng = np.random.default_rng(seed)
+    m, eta = 3, 0.5
+    A = rng.normal(size=(m, m)) + 2.0 * np.ones((m, m)) * (seed % 2)  # odd seeds: nearly collinear rewards
+    cov = A @ A.T + 0.05 * np.eye(m)
+    lam = np.where(rng.random(m) < 0.4, 0.0, rng.uniform(0.05, 0.5, m))
+    slack = rng.normal(scale=0.5, size=m)
+    active = (lam > 0) | (slack < 0)
+    new = np.maximum(lam - eta * newton_slacks(slack, cov, lam, ridge=0.0, lr=eta), 0.0)
+    idx = np.flatnonzero(active)
+    f = lambda dA: slack[idx] @ dA + 0.5 * dA @ (cov[np.ix_(idx, idx)] / eta) @ dA  # noqa: E731
+    grad = lambda dA: slack[idx] + (cov[np.ix_(idx, idx)] / eta) @ dA  # noqa: E731
+    res = minimize(f, np.zeros(len(idx)), jac=grad, bounds=[(-lam[i], None) for i in idx], method="L-BFGS-B",
+                   options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 1000})
+    truth = lam.copy()
+    truth[idx] += res.x
+    np.testing.assert_allclose(new, truth, atol=1e-6)
+    plain = np.maximum(lam - eta * newton_slacks(slack, cov, lam, ridge=0.0), 0.0)
+    if np.any(lam[idx] + res.x < 1e-9):  # a bound binds: the clipped step is not the model's minimiser
+        assert f(plain[idx] - lam[idx]) >= f(res.x) - 1e-12
+    else:  # no bound binds: the same step as without the step size
+        np.testing.assert_allclose(new, plain, atol=1e-9)
+
+
 @pytest.mark.parametrize("lam_bar,level", [(0.5, 1.2), (0.5, 0.2), (0.0, 0.7)])
 def test_refine_multipliers_gaussian_closed_form(lam_bar, level):
     """Samples of the exact tilt N(λ̄, 1) of q = N(0, 1) by r = x: the multiplier that meets E r ≥ b is
