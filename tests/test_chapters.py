@@ -51,13 +51,41 @@ def test_chapter(chapter):
     path = BOOK / chapter
     nb = read_chapter(path)
     for attempt in range(2):  # a kernel that dies while starting (two workers racing for ports) gets one retry
-        result = single_nb_execution(nb, cwd=str(BOOK), allow_errors=False, timeout=600, meta_override=True)
+        result = single_nb_execution(nb, cwd=str(BOOK), allow_errors=False, timeout=600, meta_override=True,
+                                     record_timing=True)
         if result.err is None or "DeadKernel" not in type(result.err).__name__ or attempt:
             break
         nb = read_chapter(path)
+    log_slow_cells(Path(CACHE).parent / "chapter_cell_times.jsonl", chapter, nb, result.time)
     if result.err is not None:
         pytest.fail(f"{chapter} failed:\n{result.exc_string}", pytrace=False)
     store(Path(CACHE), nb, path, result.time)
+
+
+def log_slow_cells(log: Path, chapter: str, nb, seconds: float, slow: float = 30.0) -> None:
+    """Append the chapter's time and its cells slower than ``slow`` seconds (busy → reply → idle, from
+    nbclient's record_timing) to ``log``: where a chapter that stalls spent its time (a run of Chapter 5
+    took ~600 s more than usual now and then, with the kernel idle)."""
+    import datetime
+    import json
+
+    def t(cell, key):
+        v = cell.metadata.get("execution", {}).get(key)
+        return datetime.datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
+
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        busy, reply, idle = (t(cell, k) for k in ("iopub.status.busy", "shell.execute_reply", "iopub.status.idle"))
+        if cell.cell_type == "code" and busy and reply:
+            span = ((idle or reply) - busy).total_seconds()
+            if span > slow:
+                cells.append({"cell": i, "to_reply": (reply - busy).total_seconds(), "to_idle": span,
+                              "source": cell.source[:80]})
+        cell.metadata.pop("execution", None)  # keep the cached notebook as it was
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(json.dumps({"chapter": chapter, "seconds": seconds, "slow_cells": cells,
+                            "when": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
 
 
 def test_cached_notebook_matches_the_build(tmp_path):
