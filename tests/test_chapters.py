@@ -64,8 +64,10 @@ def test_chapter(chapter):
 
 def log_slow_cells(log: Path, chapter: str, nb, seconds: float, slow: float = 30.0) -> None:
     """Append the chapter's time and its cells slower than ``slow`` seconds (busy → reply → idle, from
-    nbclient's record_timing) to ``log``: where a chapter that stalls spent its time (a run of Chapter 5
-    took ~600 s more than usual now and then, with the kernel idle)."""
+    nbclient's record_timing) to ``log``: where a chapter that stalls spent its time. (Chapter 5 took
+    ~600 s more than usual now and then: nbclient kept waiting after the kernel had finished the cell
+    that displays a live ipywidgets ``interactive``, cf. jupyter/nbclient#312; such cells are now tagged
+    ``skip-execution``.)"""
     import datetime
     import json
 
