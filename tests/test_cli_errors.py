@@ -83,6 +83,7 @@ CASES = {
     "rivals2d zero particles": (_bench, ["rivals2d", ALIGN_FILE, "--particles", "0"], "--particles"),
     "compose2d given an alignment file": (_bench, ["compose2d", ALIGN_FILE], "alignment problem"),
     "compose2d negative rounds": (_bench, ["compose2d", "{comp}", "--rounds", "-1"], "--rounds"),
+    "compose2d unknown dual": (_bench, ["compose2d", "{comp}", "--dual", "sgd"], "invalid choice: 'sgd'"),
     "bench unknown subcommand": (_bench, ["align3d"], "invalid choice"),
     "images zero threads": (_bench, ["images", "--threads", "0"], "--threads"),
     "sd negative steps": (_sd, ["train", "--preset", "fig3", "--tiny", "--out", "{tmp}/o", "--steps", "-3"], "--steps"),

@@ -214,3 +214,26 @@ def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match="expert_data"):
         from cda_lite.compose import or_primal_dual
         next(or_primal_dual([np.zeros((10, 2))], sched))
+
+
+@pytest.mark.parametrize("dual,normalized,newton", [("newton", True, True), ("normalised", True, False),
+                                                     ("paper", False, False)])
+def test_bench_compose2d_dual_option_reaches_the_config(dual, normalized, newton, monkeypatch, capsys):
+    """`bench compose2d --dual` picks Algorithm 2's dual step: the config the experiment receives says so."""
+    import json
+
+    import cda_lite.bench.compose2d as CO
+    from cda_lite.bench.__main__ import main
+    from cda_lite.paths import data_path
+
+    seen = {}
+
+    def fake(gms, config=None, **kw):
+        seen["config"] = config
+        return {"mode": "and", "lam_learned": [1.0]}
+
+    monkeypatch.setattr(CO, "and_experiment", fake)
+    main(["compose2d", str(data_path("problems", "fig1_and.json")), "--dual", dual, "--json", "--no-progress"])
+    cfg = seen["config"]
+    assert (cfg.dual_normalized, cfg.dual_newton) == (normalized, newton)
+    assert json.loads(capsys.readouterr().out)["dual"] == dual

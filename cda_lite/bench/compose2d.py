@@ -43,6 +43,12 @@ MCMC law at λ* to the exact product, affine experts, median over ``random_compo
 (worst 0.058, 0.018, 0.029, 0.040, 0.074). Issue 12, ``benchmarks/README.md``."""
 
 
+# Algorithm 2's dual steps (ComposeConfig fields), as `bench compose2d --dual` names them
+DUALS = {"newton": dict(dual_normalized=True, dual_newton=True),
+         "normalised": dict(dual_normalized=True, dual_newton=False),
+         "paper": dict(dual_normalized=False, dual_newton=False)}
+
+
 def add_arguments(p) -> None:
     p.add_argument("problem", type=existing_file, help="composition problem file (JSON with 'experts'; see the book's appendix)")
     p.add_argument("--mode", choices=("and", "or"), default="and", help="product (AND) or mixture (OR)")
@@ -58,17 +64,21 @@ def add_arguments(p) -> None:
                    help="experts from the last DSM iterate (default: the EMA of their weights, as align2d's base)")
     p.add_argument("--no-affine", action="store_true",
                    help="experts without the affine skip (default: MLPEps(affine=True), as align2d's base)")
+    p.add_argument("--dual", choices=tuple(DUALS), default="newton",
+                   help="Algorithm 2's dual step: capped Newton steps (default), normalised gradient steps of "
+                        "the same lengths, or the paper's λ + η_k·KL")
 
 
 def run(args) -> dict:
     torch.set_num_threads(1)  # tiny networks: fastest single-threaded on shared CPUs
     problem = load_problem_file(args.problem, "compose", "compose2d")
-    cfg = default_config(rounds=args.rounds, seed=args.seed)
+    cfg = default_config(rounds=args.rounds, seed=args.seed, **DUALS[args.dual])
     fn = and_experiment if args.mode == "and" else or_experiment
     out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,
              dual_only=not args.no_dual_only, expert_seed=args.expert_seed, progress=not args.no_progress,
              expert_ema=None if args.no_ema else PRETRAIN_EMA, expert_affine=PRETRAIN_AFFINE and not args.no_affine)
     out["problem"] = problem.name
+    out["dual"] = args.dual
     return strip_samples(out)
 
 
