@@ -225,35 +225,46 @@ def project_simplex(v) -> np.ndarray:
 def bounded_newton_step(b, hessian, lam, active, sum_zero: bool = False, ridge: float = 1e-3) -> np.ndarray:
     """The step d maximising the quadratic model bᵀd − ½dᵀHd of a concave dual at λ, over the
     coordinates in ``active`` (d_i = 0 elsewhere), keeping λ + d ≥ 0 and, with ``sum_zero``, Σd = 0
-    (the simplex). Active set: solve the model (a KKT system with the sum), and where the step would
-    take some λ_i below 0, stop the first such coordinate at d_i = −λ_i and solve the rest again with it
-    fixed. ``ridge`` × the mean diagonal keeps a noisy H invertible. Projecting an unbounded Newton step
-    instead would keep the other coordinates' share of a step that one coordinate never took."""
+    (the simplex). A primal active-set method: solve the model on the free coordinates (a KKT system
+    with the sum); where the step would take some λ_i below 0, stop the first such coordinate at
+    d_i = −λ_i and solve again; when no coordinate crosses, free a stopped one whose model gradient
+    (its KKT multiplier) still points up, and solve again. ``ridge`` × the mean diagonal keeps a noisy H
+    invertible. Projecting an unbounded Newton step instead would keep the other coordinates' share of
+    a step that one coordinate never took."""
     b = np.asarray(b, float)
     H = np.asarray(hessian, float)
     lam = np.asarray(lam, float)
-    active = np.array(active, bool)
+    free = np.array(active, bool)
     n = len(b)
+    Hr = (H + H.T) / 2
     d = np.zeros(n)
     stopped = np.zeros(n, bool)
-    while active.sum() >= (2 if sum_zero else 1):
-        idx = np.flatnonzero(active)
+    for _ in range(4 * n + 4):
+        nu = 0.0
+        idx = np.flatnonzero(free)
         k = len(idx)
-        Ha = H[np.ix_(idx, idx)]
-        Ha = (Ha + Ha.T) / 2 + ridge * max(float(np.trace(Ha)) / k, 1e-12) * np.eye(k)
-        rhs = b[idx] - H[np.ix_(idx, np.flatnonzero(stopped))] @ d[stopped]
-        if sum_zero:
-            kkt = np.block([[Ha, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
-            d[idx] = np.linalg.solve(kkt, np.r_[rhs, -d[stopped].sum()])[:k]
-        else:
-            d[idx] = np.linalg.solve(Ha, rhs)
-        crossing = np.flatnonzero(active & (lam + d < 0))
-        if not len(crossing):
+        if k >= (2 if sum_zero else 1):
+            Ha = Hr[np.ix_(idx, idx)] + ridge * max(float(np.trace(Hr[np.ix_(idx, idx)])) / k, 1e-12) * np.eye(k)
+            rhs = b[idx] - Hr[np.ix_(idx, np.flatnonzero(stopped))] @ d[stopped]
+            if sum_zero:
+                kkt = np.block([[Ha, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+                sol = np.linalg.solve(kkt, np.r_[rhs, -d[stopped].sum()])
+                d[idx], nu = sol[:k], float(sol[k])
+            else:
+                d[idx] = np.linalg.solve(Ha, rhs)
+        elif sum_zero:  # one coordinate (or none) left free: it takes up what the stopped ones gave
+            d[idx] = -d[stopped].sum()
+        crossing = np.flatnonzero(free & (lam + d < 0))
+        if len(crossing):
+            i = crossing[np.argmin(lam[crossing] / -d[crossing])]  # the first to reach 0 stops there
+            d[i], free[i], stopped[i] = -lam[i], False, True
+            continue
+        grad = b - Hr @ d - nu  # the model's gradient; at a stopped coordinate, its KKT multiplier
+        up = np.flatnonzero(stopped & (grad > 1e-12 * max(1.0, float(np.abs(b).max()))))
+        if not len(up):
             return d
-        i = crossing[np.argmin(lam[crossing] / -d[crossing])]  # the first to reach 0 stops there
-        d[i], active[i], stopped[i] = -lam[i], False, True
-    if sum_zero:  # one coordinate (or none) left free: it takes up what the stopped ones gave
-        d[active] = -d[stopped].sum()
+        i = up[np.argmax(grad[up])]
+        free[i], stopped[i] = True, False
     return d
 
 
