@@ -236,6 +236,12 @@ def bounded_newton_step(b, hessian, lam, active, sum_zero: bool = False, ridge: 
     lam = np.asarray(lam, float)
     free = np.array(active, bool)
     n = len(b)
+    if b.ndim != 1 or H.shape != (n, n) or lam.shape != (n,) or free.shape != (n,):
+        raise ValueError(f"b, hessian, lam, active: expected shapes ({n},), ({n}, {n}), ({n},), ({n},); got "
+                         f"{b.shape}, {H.shape}, {lam.shape}, {free.shape}")
+    for name, v in (("b", b), ("hessian", H), ("lam", lam)):
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
     Hr = (H + H.T) / 2
     d = np.zeros(n)
     stopped = np.zeros(n, bool)

@@ -203,6 +203,8 @@ def test_bad_inputs_raise_value_error():
         ComposeConfig(dual_newton=True)  # Newton steps are capped: they need dual_normalized
     with pytest.raises(ValueError, match="n_samples_early"):
         ComposeConfig(n_samples_early=1)
+    with pytest.raises(ValueError, match="dual_newton"):
+        ComposeConfig(dual_normalized=True, dual_newton=True, weighted=False)
     with pytest.raises(ValueError, match="kl_quadrature"):
         ComposeConfig(kl_quadrature="simpson")
     with pytest.raises(ValueError, match="levels"):

@@ -489,5 +489,10 @@ def test_simplex_newton_direction_stays_on_the_simplex_and_checks_input():
         simplex_newton_direction([1.0, 2.0], np.eye(2), np.array([0.5]))
     with pytest.raises(ValueError, match="hessian"):
         SimplexDual(2, normalized=True).update([1.0, 2.0], hessian=np.full((2, 2), np.inf))
+    from cda_lite.constraints import bounded_newton_step
+    with pytest.raises(ValueError, match="^b"):
+        bounded_newton_step([np.nan, 1.0], np.eye(2), np.array([0.5, 0.5]), [True, True])
+    with pytest.raises(ValueError, match="shapes"):
+        bounded_newton_step([1.0, 1.0], np.eye(3), np.array([0.5, 0.5]), [True, True])
     with pytest.raises(ValueError, match="hessian"):
         SimplexDual(2).update([1.0, 2.0], hessian=np.eye(2))  # Newton steps need normalized=True

@@ -89,6 +89,9 @@ class ComposeConfig:
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         if self.dual_newton and not self.dual_normalized:
             raise ValueError("dual_newton: Newton steps need dual_normalized=True (their length is capped at dual_radius)")
+        if self.dual_newton and not self.weighted:
+            raise ValueError("dual_newton: the curvature Cov(log q_i, log q_j) needs Lemma 2's weighted losses "
+                             "(weighted=True); unweighted ε-MSE sums are not log-densities")
         if not self.dual_radius > 0:
             raise ValueError(f"dual_radius must be > 0, got {self.dual_radius}")
         if not isinstance(self.langevin_t_min, (int, np.integer)) or self.langevin_t_min < 0:
