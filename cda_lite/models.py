@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,11 +73,39 @@ class TimeEmbedding(nn.Module):
         return self._embed(t)
 
     def _embed(self, t: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(t).to(self.proj[0].weight.dtype))  # float64 models too
+
+    def features(self, t: torch.Tensor) -> torch.Tensor:
+        """Sinusoids of t at angular frequencies 10 down to 0.01 per timestep (DDPM's embedding)."""
         half = self.dim // 2
         freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
         arg = (t.float() / self.T)[:, None] * 1000.0 * freqs[None]
-        feats = torch.cat([arg.sin(), arg.cos()], dim=1).to(self.proj[0].weight.dtype)  # float64 models too
-        return self.proj(feats)
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+class NoiseLevelEmbedding(TimeEmbedding):
+    """Sinusoids of the noise level σ_t = √(1−ᾱ_t) at low angular frequencies (0.5 to ``max_frequency``
+    over σ ∈ (0, 1]), followed by the same two layers as :class:`TimeEmbedding`.
+
+    DDPM's embedding of the integer t reaches 10 radians per timestep, so a network can treat
+    neighbouring timesteps as unrelated and must learn each from its own ~1/T of the samples. Slow
+    features of σ_t make nearby noise levels share what they learn: the smallest levels, where the
+    denoising target carries a signal of size σ_t under unit noise, borrow from their neighbours
+    (cf. EDM's conditioning on the noise level, Karras et al. 2022)."""
+
+    def __init__(self, sigmas, dim: int, max_frequency: float = 3.0):
+        super().__init__(len(sigmas), dim)
+        sig = torch.as_tensor(np.asarray(sigmas, dtype=np.float64), dtype=torch.float32)
+        if sig.ndim != 1 or not torch.isfinite(sig).all() or (sig <= 0).any() or (sig > 1).any():
+            raise ValueError("sigmas: expected a 1-D array of noise levels in (0, 1], one per timestep")
+        if not max_frequency > 0.5:
+            raise ValueError(f"max_frequency: expected a value above 0.5, got {max_frequency}")
+        self.register_buffer("sigmas", sig)
+        self.register_buffer("freqs", torch.exp(torch.linspace(math.log(0.5), math.log(max_frequency), dim // 2)))
+
+    def features(self, t: torch.Tensor) -> torch.Tensor:
+        arg = self.sigmas[t.long()][:, None] * self.freqs[None]
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
 class MLPEps(nn.Module):
@@ -87,12 +116,22 @@ class MLPEps(nn.Module):
     affine in x at every t, and a mixture's is affine far from its data; the skip makes the network
     extrapolate that way where DSM saw no samples (a product or a tilt puts mass in an expert's tail,
     Chapters 4–5), instead of along whatever slope the MLP's last units happen to take there.
+
+    ``sigmas`` (σ_t = √(1−ᾱ_t) for t = 0..T−1, e.g. ``schedule.sigma(range(T))``) makes it a
+    *noise-level-conditioned score network*: the time embedding is :class:`NoiseLevelEmbedding` and
+    ε(x, t) = σ_t · F(x, σ_t), so that F estimates −∇log p_t, which tends to the data score as σ_t → 0
+    instead of to 0 as ε does. Under the ε-loss an error δ in ε is an error δ/σ_t in the score that
+    Langevin samplers follow; here the small noise levels are tied to their neighbours in F (Chapter 5).
     """
 
-    def __init__(self, T: int, dim: int = 2, hidden: int = 128, layers: int = 3, affine: bool = False):
+    def __init__(self, T: int, dim: int = 2, hidden: int = 128, layers: int = 3, affine: bool = False,
+                 sigmas=None):
         super().__init__()
         self.T, self.data_dim = T, dim
-        self.time = TimeEmbedding(T, hidden)
+        if sigmas is not None and len(sigmas) != T:
+            raise ValueError(f"sigmas: expected {T} noise levels (one per timestep), got {len(sigmas)}")
+        self.time = TimeEmbedding(T, hidden) if sigmas is None else NoiseLevelEmbedding(sigmas, hidden)
+        self.score_output = sigmas is not None
         self.inp = nn.Linear(dim, hidden)
         self.body = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.out = nn.Linear(hidden, dim)
@@ -108,12 +147,15 @@ class MLPEps(nn.Module):
         for layer in self.body:
             h = torch.nn.functional.silu(layer(h))
         out = self.out(h)
-        if self.affine is None:
-            return out
-        d = self.data_dim
-        coef = self.affine(e)
-        A = coef[:, : d * d].reshape(-1, d, d)
-        return out + torch.einsum("nij,nj->ni", A, x) + coef[:, d * d:]
+        if self.affine is not None:
+            d = self.data_dim
+            coef = self.affine(e)
+            A = coef[:, : d * d].reshape(-1, d, d)
+            out = out + torch.einsum("nij,nj->ni", A, x) + coef[:, d * d:]
+        if self.score_output:  # ε = σ_t · F(x, σ_t)
+            sig = self.time.sigmas.to(out.dtype)[_t_for_embedding(t, x.device)]
+            out = sig[:, None] * out
+        return out
 
 
 class ResNetEps(nn.Module):

@@ -28,3 +28,16 @@ def test_cached_embedding_matches_an_uncached_twin():
     # per-sample timesteps are not cached and agree too
     t = torch.randint(0, 100, (16,))
     assert torch.equal(frozen(x, t), live(x, t).detach())
+
+
+def test_cached_noise_level_embedding_matches_an_uncached_twin():
+    import numpy as np
+    sig = np.sqrt(1 - np.cumprod(1 - np.linspace(1e-4, 0.1, 100)))
+    torch.manual_seed(0)
+    frozen = MLPEps(100, 2, 32, 2, affine=True, sigmas=sig)
+    live = copy.deepcopy(frozen)
+    frozen.requires_grad_(False)
+    x = torch.randn(16, 2)
+    for t in (0, 1, 99, 1):
+        assert torch.equal(frozen(x, t), live(x, t).detach())
+    assert len(frozen.time._cache) == 3

@@ -29,18 +29,20 @@ from cda_lite.exact import mixture_dual, product_dual
 from cda_lite.gmm import GaussianMixture
 from cda_lite.metrics import mode_masses
 from cda_lite.models import ExactEps
-from cda_lite.pretrained import PRETRAIN_AFFINE, PRETRAIN_EMA, default_schedule, pretrain_2d
+from cda_lite.pretrained import PRETRAIN_AFFINE, PRETRAIN_EMA, PRETRAIN_SIGMA, default_schedule, pretrain_2d
 from cda_lite.sampling import sample
 
 
-LEARNED_T_MIN = 2
-"""Algorithm 2's last Langevin level with DSM-trained experts (then DDPM steps to t = 0). Langevin's
-stationary law follows the score −ε/σ_t, so an ε error δ becomes δ/σ_t; the DDPM steps weigh ε by
-β_t/σ_t instead. Networks learn ε's slope in x poorly at the smallest σ_t (it is of size σ_t under
-unit noise), while stopping early leaves the surrogate Σλ_i ε_i to carry the last steps. KL of the
-MCMC law at λ* to the exact product, affine experts, median over ``random_composition`` seeds 20–27
-(never reported; the current Langevin settings): t_min 1: 0.039, 2: 0.008, 3: 0.008, 4: 0.010, 6: 0.015
-(worst 0.058, 0.018, 0.029, 0.040, 0.074). Issue 12, ``benchmarks/README.md``."""
+LEARNED_T_MIN = {"timestep": 2, "sigma": 0}
+"""Algorithm 2's last Langevin level with DSM-trained experts (then DDPM steps to t = 0), by the experts'
+noise conditioning. Langevin's stationary law follows the score −ε/σ_t, so an ε error δ becomes δ/σ_t;
+the DDPM steps weigh ε by β_t/σ_t instead. Experts with DDPM's timestep embedding learn ε's slope in x
+poorly at the smallest σ_t (~0.02 in ε at every t: each timestep learns from its own samples), so
+their Langevin stops at t = 2: KL of the MCMC law at λ* to the exact product, median over
+``random_composition`` seeds 20–27 (never reported), t_min 1: 0.039, 2: 0.008, 3: 0.008, 4: 0.010,
+6: 0.015. Score networks conditioned on σ_t (``PRETRAIN_SIGMA``) run to t = 0: Algorithm 2's
+‖λ − λ*‖∞ on seeds 20–25, t_min 0: 0.011 / 0.004 / 0.012 / 0.013 / 0.0004 / 0.004; t_min 2: 0.017 /
+0.002 / 0.008 / 0.042 / 0.005 / 0.002. Issue 12, ``benchmarks/README.md``."""
 
 
 # Algorithm 2's dual steps (ComposeConfig fields), as `bench compose2d --dual` names them
@@ -64,6 +66,8 @@ def add_arguments(p) -> None:
                    help="experts from the last DSM iterate (default: the EMA of their weights, as align2d's base)")
     p.add_argument("--no-affine", action="store_true",
                    help="experts without the affine skip (default: MLPEps(affine=True), as align2d's base)")
+    p.add_argument("--timestep-embedding", action="store_true",
+                   help="experts conditioned on t by DDPM's embedding, predicting ε (default: on σ_t, ε = σ_t·F)")
     p.add_argument("--dual", choices=tuple(DUALS), default="newton",
                    help="Algorithm 2's dual step: capped Newton steps (default), normalised gradient steps of "
                         "the same lengths, or the paper's λ + η_k·KL")
@@ -76,7 +80,8 @@ def run(args) -> dict:
     fn = and_experiment if args.mode == "and" else or_experiment
     out = fn(problem.experts, experts=args.experts, config=cfg, pretrain_steps=args.pretrain_steps,
              dual_only=not args.no_dual_only, expert_seed=args.expert_seed, progress=not args.no_progress,
-             expert_ema=None if args.no_ema else PRETRAIN_EMA, expert_affine=PRETRAIN_AFFINE and not args.no_affine)
+             expert_ema=None if args.no_ema else PRETRAIN_EMA, expert_affine=PRETRAIN_AFFINE and not args.no_affine,
+             expert_sigma=PRETRAIN_SIGMA and not args.timestep_embedding)
     out["problem"] = problem.name
     out["dual"] = args.dual
     return strip_samples(out)
@@ -97,14 +102,16 @@ def default_config(rounds=None, seed: int = 0, **kw) -> ComposeConfig:
 
 
 def expert_models(experts, schedule, kind: str = "learned", pretrain_steps: int = 1500, seed: int = 0,
-                  ema: float | None = None, affine: bool = False):
+                  ema: float | None = None, affine: bool = False, sigma_conditioned: bool = False):
     """ε-models of the experts: DSM-trained MLPs (``pretrain_2d``, cached; ``ema``: EMA decay of their
-    weights, None the last iterate; ``affine``: with the affine skip) or their exact ε."""
+    weights, None the last iterate; ``affine``: with the affine skip; ``sigma_conditioned``: score networks
+    conditioned on σ_t, :class:`~cda_lite.models.MLPEps`) or their exact ε."""
     if kind == "exact":
         return [ExactEps(e, schedule) for e in experts]
     if kind != "learned":
         raise ValueError(f"experts: expected 'learned' or 'exact', got {kind!r}")
-    nets = [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed, ema=ema, affine=affine) for e in experts]
+    nets = [pretrain_2d(e, schedule, steps=pretrain_steps, seed=seed, ema=ema, affine=affine,
+                        sigma_conditioned=sigma_conditioned) for e in experts]
     return [n.requires_grad_(False) for n in nets]  # fixed experts: their time embeddings are cached per t
 
 
@@ -115,7 +122,7 @@ def _mean(x):
 def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
                    dual_only: bool = True, schedule=None, dual_only_schedule=None, expert_seed: int = 0,
                    progress: bool = False, decompose: bool = False, expert_ema: float | None = None,
-                   expert_affine: bool = False) -> dict:
+                   expert_affine: bool = False, expert_sigma: bool = False) -> dict:
     """Algorithm 2, Algorithm 3 and the exact answer on experts ``gms`` (GaussianMixtures).
 
     ``schedule`` (default: the 2-D chapters' linear β 1e-4 → 0.1, T = 100) is the experts' schedule;
@@ -139,11 +146,12 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     equal = np.full(len(gms), 1.0 / len(gms))
     timing = {}
     models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed, ema=expert_ema,
-                                        affine=expert_affine)
+                                        affine=expert_affine, sigma_conditioned=expert_sigma)
     timing["experts"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if experts == "learned":  # Langevin follows −ε/σ_t: stop where a network's ε error, amplified by 1/σ_t, is small
-        config = dataclasses.replace(config, langevin_t_min=max(config.langevin_t_min, LEARNED_T_MIN))
+        t_min = LEARNED_T_MIN["sigma" if expert_sigma else "timestep"]
+        config = dataclasses.replace(config, langevin_t_min=max(config.langevin_t_min, t_min))
     rounds = list(tqdm(and_primal_dual(models, schedule, config), total=config.rounds, desc="Algorithm 2",
                        disable=not progress, leave=False))
     alg2 = run_rounds(iter(rounds), config.average_last)
@@ -183,7 +191,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
         t1 = time.perf_counter()
         sched3 = dual_only_schedule or schedule
         models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, expert_seed, ema=expert_ema,
-                                        affine=expert_affine)
+                                        affine=expert_affine, sigma_conditioned=expert_sigma)
         alg3 = run_rounds(and_dual_only(models3, sched3, config), config.average_last)
         timing["algorithm3"] = time.perf_counter() - t1
         out.update({"lam_dual_only": alg3.lam, "kls_dual_only": alg3.values, "lam_history_dual_only": alg3.lam_history,
@@ -200,7 +208,8 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
 
 def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = None, pretrain_steps: int = 1500,
                   dual_only: bool = True, schedule=None, n_data: int | None = None, expert_seed: int = 0,
-                  progress: bool = False, expert_ema: float | None = None, expert_affine: bool = False) -> dict:
+                  progress: bool = False, expert_ema: float | None = None, expert_affine: bool = False,
+                  expert_sigma: bool = False) -> dict:
     """The OR dual, learned (a mixture network trained by DSM on expert data, λ by dual ascent on the
     per-expert ELBO losses) and with the exact mixture as primal, against ``mixture_dual``'s λ*."""
     t0 = time.perf_counter()
@@ -216,7 +225,7 @@ def or_experiment(gms, experts: str = "learned", config: ComposeConfig | None = 
         data = [e.sample(n_data, seed=config.seed + i) for i, e in enumerate(gms)]
     else:
         models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed, ema=expert_ema,
-                                        affine=expert_affine)
+                                        affine=expert_affine, sigma_conditioned=expert_sigma)
         data = [sample(m, schedule, (n_data, gms[0].dim), seed=config.seed + 50 + i).double().numpy()
                 for i, m in enumerate(models)]
     timing["experts"] = time.perf_counter() - t0

@@ -161,14 +161,15 @@ def _chain_parts(row: dict, profile: str, n_sampler: int) -> dict:
 def _compose_row(seed: int, profile: str, n_sampler: int) -> dict:
     from cda_lite.bench.compose2d import and_experiment, default_config
     from cda_lite.compose import product_kls
-    from cda_lite.pretrained import PRETRAIN_AFFINE, PRETRAIN_EMA
+    from cda_lite.pretrained import PRETRAIN_AFFINE, PRETRAIN_EMA, PRETRAIN_SIGMA
     from cda_lite.exact.problems import random_composition
 
     problem = random_composition(seed)
     with _profile(profile):
         cfg = default_config(seed=seed)
         r = and_experiment(problem.experts, experts="learned", config=cfg, dual_only=False, expert_seed=seed,
-                           decompose=True, expert_ema=PRETRAIN_EMA, expert_affine=PRETRAIN_AFFINE)
+                           decompose=True, expert_ema=PRETRAIN_EMA, expert_affine=PRETRAIN_AFFINE,
+                           expert_sigma=PRETRAIN_SIGMA)
     lam, star = np.asarray(r["lam_learned"], float), np.asarray(r["lam_exact"], float)
     kls = np.asarray(product_kls(problem.experts, lam), float)
     active = star > 1e-6
