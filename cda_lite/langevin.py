@@ -110,7 +110,8 @@ def _diverged(t, h, step, step_scale):
 @torch.no_grad()
 def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_per_level: int = 10,
                       step="curvature", step_scale: float = 0.05, seed: int | None = 0,
-                      final_steps: int | None = None, return_levels: bool = False, dtype=torch.float32):
+                      final_steps: int | None = None, return_levels: bool = False, dtype=torch.float32,
+                      snapshots: int = 1, precondition: bool = False):
     """Annealed (unadjusted) Langevin sampling with ``score(x, t)``, t a timestep index of ``schedule``.
 
     ``x`` is the initial particles (an (n, d) tensor) or a shape (then x ~ N(0, I), the VP prior).
@@ -118,8 +119,17 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
     sequence of timesteps; ``steps_per_level`` Langevin steps run at each (``final_steps`` at the
     last, where the particles must settle; default ``steps_per_level``). ``step`` chooses h_t (see
     the module docstring). Returns the particles (and, with ``return_levels``, a list of
-    ``(t, h_t, particles)`` after each level).
+    ``(t, h_t, particles)`` after each level). With ``snapshots`` = k > 1 the particles are returned
+    as a (k, n, ...) tensor: their states at k evenly spaced steps of the last level (every
+    ⌊final/(k+1)⌋ steps, the last one final) — one chain thinned, more samples of the same law for
+    the price of recording them. ``precondition`` (vectors only): at each level the step is
+    preconditioned by the particles' covariance C, fixed for the level, x ← x + h C s(x) + √(2h) C^½ z,
+    whose stationary law is the same; every direction then relaxes at one rate, instead of the
+    widest direction of an elongated target ~κ times slower than the narrowest (κ its condition
+    number).
     """
+    if not isinstance(snapshots, (int, np.integer)) or snapshots < 1:
+        raise ValueError(f"snapshots must be a positive integer, got {snapshots!r}")
     if steps_per_level < 1 or (final_steps is not None and final_steps < 1):
         raise ValueError(f"steps_per_level and final_steps must be ≥ 1, got {steps_per_level}, {final_steps}")
     if step_scale <= 0 or not math.isfinite(step_scale):
@@ -137,9 +147,20 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
         raise ValueError(f"step: expected 'beta', 'curvature', a number or a callable, got {step!r}")
     if isinstance(step, str) and step not in ("beta", "curvature"):
         raise ValueError(f"step: expected 'beta', 'curvature', a number or a callable, got {step!r}")
-    record = []
+    if precondition and x.ndim != 2:
+        raise ValueError(f"precondition: needs (n, d) particles, got shape {tuple(x.shape)}")
+    record, kept = [], []
+    base_score = score
     for t in ts:
         t = int(t)
+        root = None
+        if precondition:  # C = the particles' covariance (ridged), fixed for the level
+            C = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
+            scale = float(torch.diagonal(C).mean())
+            eye = torch.eye(x.shape[1], dtype=x.dtype)
+            C = C + 1e-6 * scale * eye if scale > 0 and math.isfinite(scale) else eye  # collapsed particles: no preconditioning
+            root = torch.linalg.cholesky(C)
+            score = lambda y, tt, C=C: base_score(y, tt) @ C  # noqa: E731  (C symmetric)
         if step == "beta":
             h = step_scale * float(schedule.betas[t])
         elif step == "curvature":
@@ -150,10 +171,20 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
             h = float(step)
         if not (h > 0 and math.isfinite(h)):
             raise ValueError(f"step size at t = {t} must be a positive number, got {h}")
-        for _ in range(steps_per_level if (final_steps is None or t != int(ts[-1])) else final_steps):
-            x = x + h * score(x, t) + math.sqrt(2 * h) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        n_steps = steps_per_level if (final_steps is None or t != int(ts[-1])) else final_steps
+        last = t == int(ts[-1])
+        gap = n_steps // (snapshots + 1)
+        if last and snapshots > 1 and gap < 1:
+            raise ValueError(f"snapshots: {snapshots} need at least {snapshots + 1} steps at the last level, got {n_steps}")
+        for i in range(1, n_steps + 1):
+            z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+            x = x + h * score(x, t) + math.sqrt(2 * h) * (z if root is None else z @ root.T)
             if not bool(torch.isfinite(x).all()):
                 _diverged(t, h, step, step_scale)
+            if last and snapshots > 1 and (n_steps - i) % gap == 0 and (n_steps - i) // gap < snapshots:
+                kept.append(x.clone())
         if return_levels:
             record.append((t, h, x.clone()))
+    if snapshots > 1:
+        x = torch.stack(kept)
     return (x, record) if return_levels else x

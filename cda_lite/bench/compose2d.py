@@ -93,10 +93,14 @@ def default_config(rounds=None, seed: int = 0, **kw) -> ComposeConfig:
     fed exact KLs and curvature on 200 problems never reported (``random_composition`` seeds 100–299)
     it ends within 2e-7 of λ* on all 200 after 8 rounds; normalised gradient steps of the same
     lengths left 9 more than 0.02 away, the paper's step (η_0 = 0.2 / mean KL, decay 0.9) 51. The rounds
-    whose λ is not averaged use a quarter of the particles (``benchmarks/README.md``)."""
+    whose λ is not averaged use a quarter of the particles. Langevin is preconditioned by the particles'
+    covariance at each level and the dual's losses use four snapshots of each chain's last level: with
+    exact experts on held-out seeds 20–27 the worst ‖λ − λ*‖∞ went 0.047 → 0.008 (median 0.0038 → 0.0030)
+    (``benchmarks/README.md``)."""
     base = dict(rounds=rounds or pick(8, 15), seed=seed, n_samples=pick(2000, 4000), n_samples_early=pick(500, 1000),
                 langevin_steps=pick(10, 20), dsm_steps=pick(100, 200), dsm_steps_first=pick(300, 1000),
-                kl_samples=pick(1000, 3000), average_last=pick(3, 5), dual_normalized=True, dual_newton=True)
+                kl_samples=pick(1000, 3000), average_last=pick(3, 5), dual_normalized=True, dual_newton=True,
+                langevin_precondition=True, langevin_snapshots=4)
     base.update(kw)
     return ComposeConfig(**base)
 

@@ -139,18 +139,22 @@ def _family(experts):
 
 # --------------------------------------------------------------------------- AND: Algorithm 2
 def sample_product_mcmc(models, lam, schedule: Schedule, shape, config: ComposeConfig | None = None,
-                        seed: int = 0) -> torch.Tensor:
+                        seed: int = 0, snapshots: int = 1) -> torch.Tensor:
     """Samples of q_AND^λ for Algorithm 2: annealed Langevin with Σ λ_i s_i over ``langevin_levels``
     noise levels from t = T−1 down to ``langevin_t_min``, then (if t_min > 0) DDPM steps with
-    ε = Σ λ_i ε_i down to t = 0 (:func:`cda_lite.langevin.denoise_from`)."""
+    ε = Σ λ_i ε_i down to t = 0 (:func:`cda_lite.langevin.denoise_from`). ``snapshots`` = k > 1:
+    a (k, *shape) tensor of the chain at k steps of its last level (:func:`annealed_langevin`)."""
     config = config or ComposeConfig()
     eps = surrogate_eps(models, lam)
     levels = langevin_levels(schedule, config.langevin_levels, t_min=config.langevin_t_min)
     x = annealed_langevin(score_from_eps(eps, schedule), schedule, shape, levels=levels,
                           steps_per_level=config.langevin_steps, step=config.langevin_step,
-                          step_scale=config.langevin_step_scale, final_steps=config.langevin_final_steps, seed=seed)
+                          step_scale=config.langevin_step_scale, final_steps=config.langevin_final_steps, seed=seed,
+                          snapshots=snapshots, precondition=config.langevin_precondition)
     if config.langevin_t_min > 0:
-        x = denoise_from(eps, schedule, x, config.langevin_t_min, seed=seed + 1)
+        flat = x.reshape(-1, *x.shape[2:]) if snapshots > 1 else x
+        flat = denoise_from(eps, schedule, flat, config.langevin_t_min, seed=seed + 1)
+        x = flat.reshape(x.shape)
     return x
 
 
@@ -178,11 +182,14 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
     dual = None
     for k in range(config.rounds):
         early = config.n_samples_early is not None and k < config.rounds - config.average_last
-        x_mcmc = sample_product_mcmc(experts, lam, schedule,
+        snaps = config.langevin_snapshots
+        x_kept = sample_product_mcmc(experts, lam, schedule,
                                      batch_shape(config.n_samples_early if early else config.n_samples, dim), config,
-                                     seed=gen_seed + 1000 * k)
-        if not torch.isfinite(x_mcmc).all():
+                                     seed=gen_seed + 1000 * k, snapshots=snaps)
+        if not torch.isfinite(x_kept).all():
             raise FloatingPointError(f"annealed Langevin diverged in round {k}; lower langevin_step_scale")
+        # the refit trains on the final particles; the dual's losses use every snapshot of the chain
+        x_mcmc, x_loss = (x_kept[-1], x_kept.flatten(0, 1)) if snaps > 1 else (x_kept, x_kept)
         steps = config.dsm_steps_first if k == 0 else config.dsm_steps
         for _ in train_dsm(model, x_mcmc, schedule, steps=steps, batch_size=config.batch_size,
                            lr=config.model_lr, seed=gen_seed + 1000 * k + 1):
@@ -197,7 +204,7 @@ def and_primal_dual(experts, schedule: Schedule, config: ComposeConfig | None = 
                                      seed=gen_seed + k, quadrature=config.kl_quadrature) for e in experts])
         hessian = None
         if config.kl_source == "denoising" or config.dual_newton:  # per-sample losses: two independent draws
-            losses = [denoising_losses(experts, schedule, x_mcmc, n_t=config.kl_timesteps, weighted=config.weighted,
+            losses = [denoising_losses(experts, schedule, x_loss, n_t=config.kl_timesteps, weighted=config.weighted,
                                        quadrature=config.kl_quadrature, seed=gen_seed + 1000 * k + 3 + j)
                       for j in range(2 if config.dual_newton else 1)]
             if config.dual_newton:

@@ -48,6 +48,10 @@ class ComposeConfig:
     # Unadjusted Langevin settles on a law wider than the target by about h·P/2 (≈ 5 % at 0.1): the KLs to
     # narrow experts magnify that, and it moved λ by 0.02–0.03 on random problems (issue 12)
     langevin_final_steps: int = 240  # Langevin steps at the last level, where the particles settle
+    langevin_snapshots: int = 1  # Algorithm 2: states of each chain kept at the last level (evenly spaced,
+    # annealed_langevin(snapshots=)); the dual's denoising losses average over all of them
+    langevin_precondition: bool = False  # Algorithm 2 on vectors: each level's step preconditioned by the
+    # particles' covariance (annealed_langevin(precondition=True))
     langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
     # t = 0. Use ≥ 1 with DSM-trained experts: a network's score at the smallest t is poorly learned (its DSM
     # target has almost no signal there) and Langevin follows it at full strength (bench compose2d: 2,
@@ -72,7 +76,7 @@ class ComposeConfig:
     sampler_steps: int | None = None  # Algorithm 3 and model samples: DDPM over every timestep (None)
 
     def __post_init__(self):
-        for name in ("rounds", "n_samples", "langevin_levels", "langevin_steps", "langevin_final_steps",
+        for name in ("rounds", "n_samples", "langevin_levels", "langevin_steps", "langevin_final_steps", "langevin_snapshots",
                      "dsm_steps_first", "batch_size", "kl_samples", "average_last"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
