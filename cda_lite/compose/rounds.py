@@ -53,9 +53,10 @@ class ComposeConfig:
     langevin_precondition: bool = False  # Algorithm 2 on vectors: each level's step preconditioned by the
     # particles' covariance (annealed_langevin(precondition=True))
     langevin_t_min: int = 0  # last Langevin level; if > 0, DDPM steps with Σλ_i ε_i carry the particles on to
-    # t = 0. Use ≥ 1 with DSM-trained experts: a network's score at the smallest t is poorly learned (its DSM
-    # target has almost no signal there) and Langevin follows it at full strength (bench compose2d: 2,
-    # compose2d.LEARNED_T_MIN). 0 is exact for exact experts.
+    # t = 0. Use ≥ 1 with ε-networks conditioned on the timestep by DDPM's embedding: their score at the
+    # smallest t is poorly learned (the DSM target has a signal of size σ_t there, and each t learns alone)
+    # and Langevin follows it at full strength. Score networks conditioned on σ_t (MLPEps(sigmas=...)) and
+    # exact experts run to 0 (compose2d.LEARNED_T_MIN).
     # the primal model (Algorithm 2 and OR): an MLPEps trained by DSM, warm-started across rounds
     dsm_steps_first: int = 300  # DSM steps in the first round (from scratch)
     dsm_steps: int = 100  # DSM steps in every later round
