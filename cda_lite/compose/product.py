@@ -143,7 +143,7 @@ def sample_product_mcmc(models, lam, schedule: Schedule, shape, config: ComposeC
     """Samples of q_AND^λ for Algorithm 2: annealed Langevin with Σ λ_i s_i over ``langevin_levels``
     noise levels from t = T−1 down to ``langevin_t_min``, then (if t_min > 0) DDPM steps with
     ε = Σ λ_i ε_i down to t = 0 (:func:`cda_lite.langevin.denoise_from`). ``snapshots`` = k > 1:
-    a (k, *shape) tensor of the chain at k steps of its last level (:func:`annealed_langevin`)."""
+    a ``(k, *shape)`` tensor of the chain at k steps of its last level (:func:`annealed_langevin`)."""
     config = config or ComposeConfig()
     eps = surrogate_eps(models, lam)
     levels = langevin_levels(schedule, config.langevin_levels, t_min=config.langevin_t_min)
