@@ -149,6 +149,9 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
         raise ValueError(f"step: expected 'beta', 'curvature', a number or a callable, got {step!r}")
     if precondition and x.ndim != 2:
         raise ValueError(f"precondition: needs (n, d) particles, got shape {tuple(x.shape)}")
+    n_last = steps_per_level if final_steps is None else final_steps
+    if snapshots > 1 and n_last // (snapshots + 1) < 1:  # checked before any step runs
+        raise ValueError(f"snapshots: {snapshots} need at least {snapshots + 1} steps at the last level, got {n_last}")
     record, kept = [], []
     base_score = score
     for t in ts:
@@ -173,9 +176,7 @@ def annealed_langevin(score: Callable, schedule: Schedule, x, levels=10, steps_p
             raise ValueError(f"step size at t = {t} must be a positive number, got {h}")
         n_steps = steps_per_level if (final_steps is None or t != int(ts[-1])) else final_steps
         last = t == int(ts[-1])
-        gap = n_steps // (snapshots + 1)
-        if last and snapshots > 1 and gap < 1:
-            raise ValueError(f"snapshots: {snapshots} need at least {snapshots + 1} steps at the last level, got {n_steps}")
+        gap = max(n_steps // (snapshots + 1), 1)
         for i in range(1, n_steps + 1):
             z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
             x = x + h * score(x, t) + math.sqrt(2 * h) * (z if root is None else z @ root.T)

@@ -149,8 +149,11 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     star = product_dual(gms)
     equal = np.full(len(gms), 1.0 / len(gms))
     timing = {}
-    models = expert_models(gms, schedule, experts, pretrain_steps, expert_seed, ema=expert_ema,
-                                        affine=expert_affine, sigma_conditioned=expert_sigma)
+    def experts_on(sched):  # the experts under a schedule, by this run's recipe
+        return expert_models(gms, sched, experts, pretrain_steps, expert_seed, ema=expert_ema, affine=expert_affine,
+                             sigma_conditioned=expert_sigma)
+
+    models = experts_on(schedule)
     timing["experts"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     if experts == "learned":  # Langevin follows −ε/σ_t: stop where a network's ε error, amplified by 1/σ_t, is small
@@ -194,8 +197,7 @@ def and_experiment(gms, experts: str = "learned", config: ComposeConfig | None =
     if dual_only:
         t1 = time.perf_counter()
         sched3 = dual_only_schedule or schedule
-        models3 = models if sched3 is schedule else expert_models(gms, sched3, experts, pretrain_steps, expert_seed, ema=expert_ema,
-                                        affine=expert_affine, sigma_conditioned=expert_sigma)
+        models3 = models if sched3 is schedule else experts_on(sched3)
         alg3 = run_rounds(and_dual_only(models3, sched3, config), config.average_last)
         timing["algorithm3"] = time.perf_counter() - t1
         out.update({"lam_dual_only": alg3.lam, "kls_dual_only": alg3.values, "lam_history_dual_only": alg3.lam_history,
