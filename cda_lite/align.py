@@ -14,10 +14,18 @@ reuse it unchanged. :func:`finetune` builds that function for an ε-model and a 
 ``run()`` is a generator yielding :class:`AlignState` each primal step (Chapter 4 plots it live).
 With ``polish`` > 0 the last primal steps run at λ frozen to its average, so the model returned is the
 best response to the multipliers reported.
-Checkpoints (:mod:`cda_lite.checkpoint`) are atomic, checksummed, rotated (the last ``keep_checkpoints``)
-and carry :meth:`PrimalDualTrainer.run_config`; ``resume`` continues bit-for-bit and refuses another
-configuration unless forced. A non-finite loss, gradient or parameter stops the run before the step is
-taken (:class:`~cda_lite.checkpoint.NonFiniteError`, naming the last finite checkpoint).
+
+Two primal steps (``AlignConfig.primal``). ``"pathwise"`` (the paper's): a gradient step on L(θ, λ)
+with the rewards' gradients backpropagated through the chain. ``"tilted_dsm"``: for fixed λ the
+Lagrangian's minimiser over all laws is the tilt q̂·exp(Σ_i λ_i s_i r_i / w)/Z of the reference
+sampler's law (Theorem 1's primal solution, w = ``kl_weight``), so each primal step is one
+denoising-score-matching step towards that tilt (:class:`TiltedDSM`): on the model's own recent
+samples, resampled ∝ exp(Σ_i λ_i s_i r_i / w) · dP_ref/dP_θ, the second factor the realised likelihood
+ratio of each sampled path (importance weights that turn the model's paths into the reference's;
+they flatten as the model reaches the tilt). It needs no reward gradient, and it moves mass between
+modes as fast as within one, where path-wise gradients reach a mode boundary only through the
+trajectories that cross it (Chapter 4). The dual step is the same for both: the slacks of fresh
+samples of the current model, which in ``tilted_dsm`` are also the primal's samples.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from cda_lite.constraints import Constraint, DualAscent, bounded_newton_step, la
 from cda_lite.differentiable import sample_differentiable
 from cda_lite.models import ResidualEps
 from cda_lite.sampling import Chain
+from cda_lite.train import dsm_loss
 
 
 @dataclass
@@ -60,6 +69,9 @@ class AlignConfig:
     random_truncation: bool = False  # draw K uniformly from 1..grad_steps each step (AlignProp)
     checkpointing: bool = False  # gradient checkpointing of each network call
     kl_weight: float = 1.0  # multiplies the KL term (1 = the paper's Lagrangian)
+    primal: str = "pathwise"  # "pathwise" (reward gradients through the chain) or "tilted_dsm" (see above)
+    buffer: int = 20  # tilted_dsm: the model's samples of this many last draws (one per dual step) make the pool
+    dsm_batch: int = 512  # tilted_dsm: pool points resampled per primal step
     grad_clip: float | None = 1.0
     lam_average: float = 0.25  # report λ averaged over this last fraction of dual steps
     polish: float = 0.0  # last fraction of primal steps run at λ frozen to that average (no dual steps)
@@ -81,9 +93,14 @@ class AlignState:
     lam: np.ndarray
 
 
+PRIMAL_STEPS = ("pathwise", "tilted_dsm")
+
+
 def check_config(config: AlignConfig) -> None:
     """Counts ≥ 1 and finite rates, named (``config.steps: must be ≥ 1, got -3``) before any work."""
-    for name in ("steps", "batch_size", "grad_accum", "dual_every", "sample_steps"):
+    if config.primal not in PRIMAL_STEPS:
+        raise ValueError(f"config.primal: must be one of {PRIMAL_STEPS}, got {config.primal!r}")
+    for name in ("steps", "batch_size", "grad_accum", "dual_every", "sample_steps", "buffer", "dsm_batch"):
         check_count(getattr(config, name), f"config.{name}")
     check_count(config.checkpoint_every, "config.checkpoint_every", minimum=0)
     for name in ("lr", "dual_lr"):
@@ -100,17 +117,21 @@ class PrimalDualTrainer:
     """Algorithm 1 over any differentiable sampler.
 
     ``sample_batch(generator) -> (x0, kl_per_sample)``; rewards are evaluated by the constraints on x0
-    (decoded images for latent models: decode inside ``sample_batch``).
+    (decoded images for latent models: decode inside ``sample_batch``). Without ``primal_loss`` the
+    primal step descends the Lagrangian on those samples (the path-wise gradient); with
+    ``primal_loss(generator, lam) -> loss`` it descends that loss instead, and ``sample_batch(generator,
+    n)`` draws n samples without a graph for the dual's slacks (``AlignConfig.primal = "tilted_dsm"``).
     """
 
     def __init__(self, parameters, sample_batch: Callable, constraints: list[Constraint], config: AlignConfig,
-                 modules: dict | None = None):
+                 modules: dict | None = None, primal_loss: Callable | None = None):
         if not constraints:
             raise ValueError("constraints: need at least one constraint")
         self.params = [p for p in parameters if p.requires_grad]
         if not self.params:
             raise ValueError("parameters: nothing to train (no parameter requires grad)")
         self.sample_batch, self.constraints, self.config = sample_batch, list(constraints), config
+        self.primal_loss = primal_loss
         self.modules = modules or {}
         check_config(config)
         if config.optimizer not in ("adam", "adamw", "sgd"):
@@ -132,6 +153,7 @@ class PrimalDualTrainer:
         self.log: list[dict] = []
         self._window: list[np.ndarray] = []  # slacks of the primal steps since the last dual step
         self._window_values: list[np.ndarray] = []  # their per-sample rewards (dual_precondition)
+        self._last_measure = None  # tilted_dsm: (rewards, KL) of the last samples drawn for the dual
 
     # ------------------------------------------------------------------ loop
     def run(self, steps: int | None = None, progress: bool = False) -> Iterator[AlignState]:
@@ -153,20 +175,23 @@ class PrimalDualTrainer:
             # grad_accum micro-batches per optimiser step: L is linear in the batch means, so the
             # accumulated gradient of L_j / A equals the gradient on the union of the micro-batches.
             parts_v, parts_kl, loss_sum = [], [], 0.0
+            if self.primal_loss is not None and self._last_measure is None:
+                self._measure(parts_v, parts_kl)  # the primal's first samples: the model before any step
             for _ in range(cfg.grad_accum):
-                x0, kl = self.sample_batch(self.generator)
-                values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
-                kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype, device=values.device)
-                loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
+                if self.primal_loss is None:
+                    x0, kl = self.sample_batch(self.generator)
+                    values, kl_mean = self._rewards_and_kl(x0, kl)
+                    loss = lagrangian(cfg.kl_weight * kl_mean, values, self.constraints, self.dual.lam)
+                    parts_v.append(values.detach())
+                    parts_kl.append(kl_mean.detach())
+                else:
+                    loss = self.primal_loss(self.generator, self.dual.lam)
                 if not torch.isfinite(loss):
-                    raise ckpt.NonFiniteError(ckpt.stop_message(f"Lagrangian ({loss.item()})", self.step,
+                    what = "Lagrangian" if self.primal_loss is None else "primal loss"
+                    raise ckpt.NonFiniteError(ckpt.stop_message(f"{what} ({loss.item()})", self.step,
                                                                 self.last_checkpoint), self.last_checkpoint)
                 (loss / cfg.grad_accum).backward()
-                parts_v.append(values.detach())
-                parts_kl.append(kl_mean.detach())
                 loss_sum += loss.item() / cfg.grad_accum
-            values = torch.cat(parts_v, 1)
-            kl_mean = torch.stack(parts_kl).mean()
             # a NaN gradient with a finite loss: stop before the optimiser writes it into the parameters
             ckpt.check_finite_step(loss_sum, self.params, self.step, self.last_checkpoint)
             if cfg.grad_clip:
@@ -175,11 +200,27 @@ class PrimalDualTrainer:
             if self.lr_sched is not None:
                 self.lr_sched.step()
             self.step += 1
+            if self.primal_loss is not None:
+                # Samples without a graph, as many as the path-wise window holds (batch_size × grad_accum
+                # × dual_every, one batch), before the first step, every dual_every steps (also while polishing or
+                # with λ fixed) and at the last; the sampler hands them to the primal's pool
+                # (TiltedDSM.record). Between them the state repeats the last measurement.
+                if self.step % cfg.dual_every == 0 or self.step == cfg.steps:
+                    self._measure(parts_v, parts_kl)
+                values, kl_mean = self._last_measure
+                if not parts_v:  # no new samples: nothing enters the dual's window
+                    state = self._state(loss_sum, kl_mean, values)
+                    bar.update(1)
+                    yield state
+                    continue
+            else:
+                values = torch.cat(parts_v, 1)
+                kl_mean = torch.stack(parts_kl).mean()
             expected = values.mean(1).double().cpu().numpy()
             slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
             # The dual step uses the slacks averaged over the primal steps since the last one (every
             # batch of the window counts: √N less noise than the last batch alone).
-            if not polishing:
+            if not polishing and cfg.fixed_weights is None:
                 self._window.append(slacks)
                 if cfg.dual_precondition:
                     self._window_values.append(values.double().cpu().numpy())
@@ -192,14 +233,39 @@ class PrimalDualTrainer:
                     self._window_values = []
                 self.dual.update(step_slacks, kl=kl_mean.item())
                 self._window = []
-            state = AlignState(self.step, loss_sum, kl_mean.item(), expected, slacks, self.dual.lam.copy())
-            self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
-                             "expected": expected.tolist(), "lam": state.lam.tolist()})
-            if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:
-                self.save(cfg.checkpoint_path)
+            state = self._state(loss_sum, kl_mean, values)
             bar.update(1)
             yield state
         bar.close()
+
+    def _measure(self, parts_v: list, parts_kl: list) -> None:
+        """Draw batch_size × grad_accum × dual_every samples without a graph, in one call (with a
+        ``primal_loss``: no graph to hold, and one large batch costs the small networks little more
+        than one small one)."""
+        cfg = self.config
+        with torch.no_grad():
+            values, kl_mean = self._rewards_and_kl(
+                *self.sample_batch(self.generator, cfg.batch_size * cfg.grad_accum * cfg.dual_every))
+        parts_v.append(values)
+        parts_kl.append(kl_mean)
+        self._last_measure = (torch.cat(parts_v, 1), torch.stack(parts_kl).mean())
+
+    def _rewards_and_kl(self, x0, kl):
+        values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
+        kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype, device=values.device)
+        return values, kl_mean
+
+    def _state(self, loss, kl_mean, values) -> AlignState:
+        """Log the step, checkpoint when due, and return its :class:`AlignState`."""
+        cfg = self.config
+        expected = values.mean(1).double().cpu().numpy()
+        slacks = np.array([c.slack(e) for c, e in zip(self.constraints, expected)])
+        state = AlignState(self.step, loss, kl_mean.item(), expected, slacks, self.dual.lam.copy())
+        self.log.append({"step": self.step, "loss": state.loss, "kl": state.kl,
+                         "expected": expected.tolist(), "lam": state.lam.tolist()})
+        if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:
+            self.save(cfg.checkpoint_path)
+        return state
 
     def train(self, progress: bool = False) -> "PrimalDualTrainer":
         for _ in self.run(progress=progress):
@@ -227,6 +293,8 @@ class PrimalDualTrainer:
                 "generator": self.generator.get_state(), "log": list(self.log),
                 "window": [w.tolist() for w in self._window],
                 "window_values": [v.tolist() for v in self._window_values],
+                "last_measure": None if self._last_measure is None else tuple(t.clone() for t in self._last_measure),
+                "primal": self.primal_loss.state_dict() if hasattr(self.primal_loss, "state_dict") else None,
                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "config": asdict(self.config)}
 
@@ -243,6 +311,10 @@ class PrimalDualTrainer:
         self.log = list(state["log"])
         self._window = [np.asarray(w, dtype=float) for w in state.get("window", [])]
         self._window_values = [np.asarray(v, dtype=float) for v in state.get("window_values", [])]
+        last = state.get("last_measure")
+        self._last_measure = None if last is None else tuple(t.clone() for t in last)
+        if state.get("primal") is not None and hasattr(self.primal_loss, "load_state_dict"):
+            self.primal_loss.load_state_dict(state["primal"])
         for k, m in self.modules.items():
             if k in state.get("modules", {}):
                 m.load_state_dict(state["modules"][k])
@@ -324,6 +396,71 @@ class AlignedEps(torch.nn.Module):
         return torch.where(tail, self.reference(x, t), self.model(x, t))
 
 
+def tilt_log_weights(values: torch.Tensor, constraints, lam, kl_weight: float = 1.0) -> torch.Tensor:
+    """log of q̂·exp(Σ_i λ_i s_i r_i / w)/q̂ at sample points, up to a constant: ``values`` (m, N) are the
+    constraints' (normalised) rewards, s_i their signs. The tilt is Theorem 1's minimiser of the
+    Lagrangian at fixed λ (the levels only shift the constant)."""
+    lam_t = torch.as_tensor(np.asarray(lam, dtype=float), dtype=values.dtype)
+    signs = torch.tensor([c.sign for c in constraints], dtype=values.dtype)
+    return (lam_t * signs) @ values / kl_weight
+
+
+def effective_sample_size(log_weights: torch.Tensor) -> float:
+    """Kish's (Σw)²/Σw² of self-normalised weights exp(log_weights): the points the tilt still
+    has (N when the tilt is flat, → 1 as it concentrates)."""
+    w = torch.softmax(log_weights.double(), 0)
+    return float(1.0 / (w ** 2).sum())
+
+
+def tilted_dsm_loss(model, pool: torch.Tensor, log_weights: torch.Tensor, schedule, batch: int,
+                    gen: torch.Generator | None = None) -> torch.Tensor:
+    """Denoising score matching towards a reweighted law: ``batch`` pool points resampled ∝
+    exp(log_weights) (with replacement), then DDPM's ε loss on them (:func:`cda_lite.train.dsm_loss`).
+    Its minimiser over ε is the ε of the reweighted law, noised."""
+    idx = torch.multinomial(torch.softmax(log_weights.double(), 0), batch, replacement=True, generator=gen)
+    return dsm_loss(model, pool[idx], schedule, gen)
+
+
+class TiltedDSM:
+    """The ``tilted_dsm`` primal step: a callable ``(generator, λ) -> loss`` for
+    :class:`PrimalDualTrainer`, fed by :meth:`record` with the model's samples, their (normalised)
+    rewards and their paths' log dP_θ/dP_ref. The pool holds the last ``config.buffer`` draws (one
+    per dual step; older draws stay valid importance samples, only less efficient); a point's log weight is Σ_i λ_i s_i r_i / w − log dP_θ/dP_ref, so the resampled pool has
+    (up to self-normalisation) the law of the tilt of the reference sampler, whichever θ drew it."""
+
+    def __init__(self, model, schedule, constraints, config: AlignConfig):
+        self.model, self.schedule, self.constraints, self.config = model, schedule, list(constraints), config
+        self.keep = config.buffer  # draws kept (the trainer draws once per dual step)
+        self.pool: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def record(self, x0: torch.Tensor, values: torch.Tensor, log_ratio: torch.Tensor) -> None:
+        """Add one batch: samples (the model's own space: latents for a latent model), (m, n) rewards,
+        (n,) log dP_θ/dP_ref."""
+        self.pool.append((x0.detach(), values.detach().double(), log_ratio.detach().double()))
+        del self.pool[:-self.keep]
+
+    def log_weights(self, lam) -> torch.Tensor:
+        values = torch.cat([v for _, v, _ in self.pool], 1)
+        ratio = torch.cat([r for _, _, r in self.pool])
+        return tilt_log_weights(values, self.constraints, lam, self.config.kl_weight) - ratio
+
+    def ess(self, lam) -> float:
+        """Kish's effective size of the pool under the tilt at ``lam`` (of ``len(pool points)``)."""
+        return effective_sample_size(self.log_weights(lam))
+
+    def __call__(self, gen, lam) -> torch.Tensor:
+        if not self.pool:
+            raise RuntimeError("TiltedDSM: no samples recorded yet (the trainer records before the first step)")
+        pool = torch.cat([x for x, _, _ in self.pool])
+        return tilted_dsm_loss(self.model, pool, self.log_weights(lam), self.schedule, self.config.dsm_batch, gen)
+
+    def state_dict(self) -> dict:
+        return {"pool": [tuple(t.clone() for t in item) for item in self.pool]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool = [tuple(t.clone() for t in item) for item in state["pool"]]
+
+
 def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedule, config: AlignConfig,
              noise_shape: tuple, decode: Callable | None = None, correction: torch.nn.Module | None = None,
              ) -> tuple[PrimalDualTrainer, torch.nn.Module]:
@@ -333,7 +470,8 @@ def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedul
 
     With ``correction`` (a small ε-network) the trainable model is ``ResidualEps(reference,
     correction)`` — the pretrained network plus a zero-initialised correction, the 2-D analogue of a
-    LoRA adapter; without it every weight of a copy of ``pretrained`` is trained."""
+    LoRA adapter; without it every weight of a copy of ``pretrained`` is trained.
+    ``config.primal = "tilted_dsm"`` makes the primal step :class:`TiltedDSM` (``trainer.primal_loss``)."""
     check_config(config)
     ref = copy.deepcopy(pretrained).eval()
     for p in ref.parameters():
@@ -345,16 +483,21 @@ def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedul
     else:
         model = ResidualEps(ref, correction).train()
     chain = Chain.make(schedule, config.sample_steps, config.eta)
+    tilted = TiltedDSM(model, schedule, constraints, config) if config.primal == "tilted_dsm" else None
 
-    def sample_batch(gen):
-        x_T = torch.randn((config.batch_size, *noise_shape), generator=gen)
+    def sample_batch(gen, n=None):
+        x_T = torch.randn((n or config.batch_size, *noise_shape), generator=gen)
         out = sample_differentiable(model, chain, x_T, ref_model=ref, grad_steps=config.grad_steps,
                                     random_truncation=config.random_truncation, generator=gen,
-                                    checkpointing=config.checkpointing, deterministic_model=ref)
+                                    checkpointing=config.checkpointing, deterministic_model=ref,
+                                    log_ratio=tilted is not None)
         x0 = out.x0 if decode is None else decode(out.x0)
+        if tilted is not None:
+            tilted.record(out.x0, torch.stack([c.value(x0) for c in constraints]), out.log_ratio)
         return x0, out.kl
 
-    trainer = PrimalDualTrainer(model.parameters(), sample_batch, constraints, config, modules={"model": model})
+    trainer = PrimalDualTrainer(model.parameters(), sample_batch, constraints, config, modules={"model": model},
+                                primal_loss=tilted)
     aligned = AlignedEps(model, ref, int(chain.ts[-1]))
     trainer.model, trainer.reference, trainer.chain = aligned, ref, chain
     return trainer, aligned

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from cda_lite.kl import pathwise_kl_step, pathwise_weights
+from cda_lite.kl import pathwise_kl_step, pathwise_noise_coefficients, pathwise_weights
 from cda_lite.sampling import Chain, step_mean_std
 
 
@@ -22,6 +22,7 @@ class DifferentiableSample:
     x0: torch.Tensor  # final samples, with a graph through the last K steps
     kl: torch.Tensor | None  # per-sample path-wise KL to the reference (None without a reference)
     grad_steps: int  # the K actually used
+    log_ratio: torch.Tensor | None = None  # per-sample log dP/dP_ref of the path (``log_ratio=True``)
 
 
 def sample_differentiable(
@@ -35,6 +36,7 @@ def sample_differentiable(
     checkpointing: bool = False,
     kl_grad: str = "all",
     deterministic_model=None,
+    log_ratio: bool = False,
 ) -> DifferentiableSample:
     """Run the DDIM(η) chain from ``x_T`` keeping a graph through the last ``grad_steps`` steps.
 
@@ -47,6 +49,11 @@ def sample_differentiable(
     (the final denoising step x_t → x̂₀). Those steps carry no path-wise KL, so a model trained
     through them could move its samples at zero KL cost; alignment therefore shares them with the
     reference (see :class:`cda_lite.align.AlignedEps`).
+
+    ``log_ratio=True`` (needs ``ref_model``) also returns the realised log-likelihood ratio of each
+    sampled path, log dP/dP_ref = Σ_t [c_t²/(2σ_t²)‖ε − ε_ref‖² + (c_t/σ_t)(ε − ε_ref)·z_t] with z_t the
+    step's noise: its mean is the path-wise KL, and exp(−log_ratio) reweights the model's paths into
+    the reference's (importance weights, Chapter 4). Steps with σ = 0 must share their model.
     """
     n_steps = len(chain)
     K = n_steps if grad_steps is None else int(grad_steps)
@@ -58,6 +65,12 @@ def sample_differentiable(
         K = int(torch.randint(1, K + 1, (1,), generator=generator))
     first_grad = n_steps - K
     weights = pathwise_weights(chain) if ref_model is not None else None
+    if log_ratio and ref_model is None:
+        raise ValueError("log_ratio: needs ref_model (the ratio is to the reference's path law)")
+    noise_coef = pathwise_noise_coefficients(chain) if log_ratio else None
+    if log_ratio and deterministic_model is None and chain.stochastic and (noise_coef == 0).any():
+        raise ValueError("log_ratio: the chain has a step with σ = 0; pass deterministic_model (the reference) "
+                         "so that step is shared and the path ratio exists")
 
     def call(model, x, t):
         if checkpointing and torch.is_grad_enabled():
@@ -67,6 +80,7 @@ def sample_differentiable(
     grad_on = torch.is_grad_enabled()  # under torch.no_grad() nothing builds a graph
     x = x_T
     kl = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if ref_model is not None else None
+    martingale = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if log_ratio else None
     for i in range(n_steps):
         t = int(chain.ts[i])
         in_graph = i >= first_grad
@@ -95,6 +109,9 @@ def sample_differentiable(
             gen_device = generator.device if generator is not None else x.device
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=gen_device).to(x.device)
             x = mean + sigma * noise
+            if log_ratio and want_kl:
+                martingale = martingale + float(noise_coef[i]) * ((eps - eps_ref).detach() * noise).flatten(1).sum(1)
         else:
             x = mean
-    return DifferentiableSample(x, kl, K)
+    ratio = kl.detach() + martingale if log_ratio else None
+    return DifferentiableSample(x, kl, K, ratio)

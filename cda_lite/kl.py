@@ -38,6 +38,17 @@ def pathwise_weights(chain: Chain) -> np.ndarray:
     return np.array(w)
 
 
+def pathwise_noise_coefficients(chain: Chain) -> np.ndarray:
+    """c_t / σ_t per step (0 where σ = 0): the realised log-likelihood ratio of a path adds
+    (c_t/σ_t)(ε_p − ε_q)·z_t to each step's KL term, z_t the step's noise
+    (:func:`cda_lite.differentiable.sample_differentiable` with ``log_ratio=True``)."""
+    out = []
+    for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
+        sigma = step_sigma(float(ab_t), float(ab_s), chain.eta)
+        out.append(mean_eps_coefficient(float(ab_t), float(ab_s), chain.eta) / sigma if sigma > 0 else 0.0)
+    return np.array(out)
+
+
 def pathwise_kl_step(eps_p: torch.Tensor, eps_q: torch.Tensor, weight: float) -> torch.Tensor:
     """One step's Gaussian KL per sample: weight · ‖ε_p − ε_q‖² summed over data dimensions."""
     return weight * ((eps_p - eps_q) ** 2).flatten(1).sum(1)

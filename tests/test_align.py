@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cda_lite.align import AlignConfig, AlignedEps, finetune
+from cda_lite.align import AlignConfig, AlignedEps, effective_sample_size, finetune, tilt_log_weights
 from cda_lite.checkpoint import load
 from cda_lite.constraints import Constraint, RewardNormalizer
 from cda_lite.exact import InfeasibleConstraintError, LinearReward, QuadraticReward, align_dual
@@ -17,30 +17,35 @@ from cda_lite.models import ExactEps, MLPEps
 from cda_lite.paths import data_path
 from cda_lite.pretrained import default_schedule
 from cda_lite.exact.problems import load_problem
-from cda_lite.sampling import Chain, mean_eps_coefficient, sample, step_mean_std
+from cda_lite.sampling import Chain, sample
+from gaussian_chain import chain_law
 
 SCHEDULE = default_schedule()
 PROBLEM = load_problem(data_path("problems", "single_gaussian.json"))
 TINY = AlignConfig(steps=6, batch_size=32, lr=3e-3, dual_lr=0.5, sample_steps=5, seed=0)
 
 
-def setup(constraints=None, config=TINY, seed=0):
+TILTED = replace(TINY, primal="tilted_dsm", dsm_batch=64, dual_every=2, buffer=2)
+
+
+def setup(constraints=None, config=TINY, seed=0, **kw):
     """The exact ε of the single-Gaussian base stands in for a pretrained network (no training needed)."""
     torch.manual_seed(seed)
     base = ExactEps(PROBLEM.base, SCHEDULE)
     if constraints is None:
         constraints = [Constraint("x+y", PROBLEM.rewards[0], 1.0, ">=", RewardNormalizer(0.0, 1.45))]
     correction = MLPEps(SCHEDULE.T, 2, hidden=16, layers=1)
-    return finetune(base, constraints, SCHEDULE, config, (2,), correction=correction)
+    return finetune(base, constraints, SCHEDULE, config, (2,), correction=correction, **kw)
 
 
 def trainable(trainer):
     return [p.detach().clone() for p in trainer.params]
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("base", [TINY, TILTED], ids=["pathwise", "tilted_dsm"])
+def test_resume_is_bit_identical(tmp_path, base):
     path_a, path_b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
-    cfg = replace(TINY, checkpoint_every=3)
+    cfg = replace(base, checkpoint_every=3)
     full, _ = setup(config=replace(cfg, checkpoint_path=path_a))
     full.train()
     # an interrupted run: 3 steps (checkpoint written at step 3), then a fresh process resumes
@@ -197,21 +202,54 @@ def test_trainer_bad_inputs():
         setup([])
     with pytest.raises(ValueError, match="optimizer"):
         setup(config=replace(TINY, optimizer="lbfgs"))
+    with pytest.raises(ValueError, match="config.primal"):
+        setup(config=replace(TINY, primal="reinforce"))
+    with pytest.raises(ValueError, match="config.buffer"):
+        setup(config=replace(TILTED, buffer=0))
+    with pytest.raises(ValueError, match="config.dsm_batch"):
+        setup(config=replace(TILTED, dsm_batch=-1))
 
 
-def chain_law(gm, chain):
-    """The exact law of the DDIM(η) chain run with the exact ε of a single Gaussian: every step is affine
-    in x plus Gaussian noise, so the samples are Gaussian; propagate mean and covariance from N(0, I)."""
-    mu, Sig, d = gm.means[0], gm.covs[0], gm.dim
-    m, S = np.zeros(d), np.eye(d)
-    for ab_t, ab_s in zip(chain.ab_t, chain.ab_s):
-        Ci = np.linalg.inv(ab_t * Sig + (1 - ab_t) * np.eye(d))  # ε(x) = √(1−ᾱ) C⁻¹ (x − √ᾱ μ)
-        a, c = math.sqrt(ab_s / ab_t), mean_eps_coefficient(ab_t, ab_s, chain.eta)
-        _, sigma = step_mean_std(torch.zeros(1), torch.zeros(1), ab_t, ab_s, chain.eta)
-        M = a * np.eye(d) + c * math.sqrt(1 - ab_t) * Ci
-        m = M @ m - c * math.sqrt(1 - ab_t) * math.sqrt(ab_t) * Ci @ mu
-        S = M @ S @ M.T + sigma**2 * np.eye(d)
-    return GaussianMixture.gaussian(m, S)
+def test_tilt_resampling_reproduces_the_gaussian_tilt():
+    """Resampling N(0, I) ∝ exp(λ s r) with r = wᵀx (normalised by 2, direction ≤ so s = −1) gives the
+    exponential tilt N(λ s Σw/2, Σ) in closed form; Kish's effective size is N·exp(−λ²‖w‖²/4)."""
+    n, lam, w = 200_000, 0.8, np.array([1.0, -0.5])
+    gen = torch.Generator().manual_seed(0)
+    bank = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    c = Constraint("w.x", LinearReward(w), 0.0, "<=", RewardNormalizer(0.0, 2.0))
+    logw = tilt_log_weights(c.value(bank)[None], [c], [lam])
+    idx = torch.multinomial(torch.softmax(logw, 0), 100_000, replacement=True, generator=gen)
+    mean = bank[idx].mean(0).numpy()
+    assert np.allclose(mean, -lam * w / 2, atol=0.02)
+    assert effective_sample_size(logw) / n == pytest.approx(math.exp(-lam**2 * (w @ w) / 4), rel=0.03)
+    assert effective_sample_size(torch.zeros(50)) == pytest.approx(50)
+    # kl_weight w divides the exponent: the tilt at λ with weight 2 is the tilt at λ/2
+    assert torch.allclose(tilt_log_weights(c.value(bank)[None], [c], [lam], kl_weight=2.0),
+                          tilt_log_weights(c.value(bank)[None], [c], [lam / 2]))
+
+
+def test_tilted_dsm_primal_reaches_the_tilt_at_fixed_lambda():
+    """With λ frozen, the tilted-DSM primal's fine-tuned chain has the reward mean of the exact tilt of
+    its reference sampler's law (Gaussian, propagated in closed form through the 100-step chain):
+    E r = wᵀm̂ + λ wᵀŜw / s (raw units, normaliser s)."""
+    r = PROBLEM.rewards[0]
+    chain = Chain.make(SCHEDULE, 100, "large")
+    q_hat = chain_law(PROBLEM.base, chain)
+    s2 = float(r.w @ q_hat.covs[0] @ r.w)
+    sd, lam = math.sqrt(s2), 0.8
+    c = Constraint("x+y", r, 0.0, ">=", RewardNormalizer(0.0, sd))
+    cfg = AlignConfig(steps=300, batch_size=64, lr=3e-3, lr_cosine=True, sample_steps=100, eta="large",
+                      fixed_weights=[lam], primal="tilted_dsm", dual_every=10, buffer=4, dsm_batch=512, seed=0)
+    torch.manual_seed(0)
+    trainer, model = finetune(ExactEps(PROBLEM.base, SCHEDULE), [c], SCHEDULE, cfg, (2,),
+                              correction=MLPEps(SCHEDULE.T, 2, hidden=32, layers=2))
+    trainer.train()
+    with torch.no_grad():
+        x = sample(model, SCHEDULE, (20_000, 2), steps=100, eta="large", seed=1).double()
+    tilted = float(r.w @ q_hat.means[0]) + lam * s2 / sd
+    moved = tilted - float(r.w @ q_hat.means[0])
+    assert moved > 0.5 * sd  # the tilt is far from the reference: a primal that did not move would fail
+    assert float(r(x).mean()) == pytest.approx(tilted, abs=0.05 * sd)
 
 
 def test_learned_lambda_matches_the_exact_lambda_of_the_reference_sampler():

@@ -12,6 +12,7 @@ from cda_lite.kl import gaussian_chain_kl
 from cda_lite.models import ExactEps, MLPEps, ResidualEps
 from cda_lite.pretrained import default_schedule
 from cda_lite.sampling import Chain
+from gaussian_chain import chain_law
 
 SCHEDULE = default_schedule()
 N_STEPS = 6
@@ -212,3 +213,35 @@ def test_bad_arguments():
             run(model, base, grad_steps=K)
     with pytest.raises(ValueError, match="kl_grad"):
         run(model, base, kl_grad="some")
+
+
+def test_path_log_ratio_reweights_the_model_into_the_reference():
+    """log_ratio = log dP/dP_ref of each sampled path (the σ = 0 last step shared with the reference).
+    Independent truths, both Gaussian chains with exact ε (every step affine plus noise): its mean is the
+    exact path KL (``gaussian_chain_kl``), and the
+    paths of p reweighted by exp(−log_ratio) have the reference chain's final mean and covariance,
+    propagated in closed form (``gaussian_chain.chain_law``); exp(−log_ratio) averages to 1."""
+    p = GaussianMixture.gaussian([0.5, 0.3], [[0.6, 0.1], [0.1, 0.4]])
+    q = GaussianMixture.gaussian([0.0, 0.0], [[1.0, 0.3], [0.3, 0.5]])
+    n = 200_000
+    with torch.no_grad():
+        ref = ExactEps(q, SCHEDULE)  # the last (σ = 0) step is the reference's, as in alignment
+        out = run(ExactEps(p, SCHEDULE), ref, n=n, log_ratio=True, deterministic_model=ref)
+    lr = out.log_ratio
+    se = float(lr.std()) / np.sqrt(n)
+    assert abs(float(lr.mean()) - gaussian_chain_kl(p, q, CHAIN)) < 4 * se
+    w = torch.exp(-lr)
+    assert float(w.mean()) == pytest.approx(1.0, abs=0.02)
+    w = w / w.sum()
+    mean = (w[:, None] * out.x0).sum(0).numpy()
+    cov = ((w[:, None, None] * (out.x0 - torch.as_tensor(mean))[:, :, None] * (out.x0 - torch.as_tensor(mean))[:, None, :]).sum(0)).numpy()
+    law_q = chain_law(q, CHAIN)
+    m_q, S_q = law_q.means[0], law_q.covs[0]
+    assert np.abs(out.x0.mean(0).numpy() - m_q).max() > 0.2  # the chains differ: unweighted samples would fail
+    assert np.allclose(mean, m_q, atol=0.02)
+    assert np.allclose(cov, S_q, atol=0.03)
+    with pytest.raises(ValueError, match="log_ratio"):
+        sample_differentiable(ExactEps(p, SCHEDULE), CHAIN, torch.zeros(3, 2), log_ratio=True)
+    with pytest.raises(ValueError, match="deterministic_model"):  # σ = 0 at the end, not shared
+        sample_differentiable(ExactEps(p, SCHEDULE), CHAIN, torch.zeros(3, 2), ref_model=ref, log_ratio=True)
+

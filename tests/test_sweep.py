@@ -31,9 +31,9 @@ def test_decompose_adds_up_and_relative_error():
     assert d["rel_error_refined"] == pytest.approx(np.hypot(0.15, 0.15) / np.hypot(1, 2))
 
 
-def _fake_align_row(seed, profile, n_sampler):
+def _fake_align_row(seed, profile, n_sampler, primal="tilted_dsm"):
     lam = [1.0 + seed, 0.5]
-    return {"seed": seed, "components": 2, "lam_exact": lam, "lam_sampler": [l * 1.01 for l in lam],
+    return {"seed": seed, "components": 2, "primal_step": primal, "lam_exact": lam, "lam_sampler": [l * 1.01 for l in lam],
             "lam_learned": [l * (1 + 0.01 * seed) for l in lam], "error": 0.01 * seed, "pretraining": 0.01,
             "optimisation": 0.01 * seed, "slack_sigma": [0.0, 0.1], "worst_slack_sigma": -0.01 * seed,
             "kl_exact": 0.3, "kl_path": 0.31, "seconds": 10.0 + seed, "seconds_algorithm": 5.0,
@@ -154,7 +154,7 @@ def test_sweep_rows_file_resumes(monkeypatch, tmp_path):
     """Rows are appended as each problem finishes and reused by the next run (an interrupted sweep
     resumes); rows of another profile are not reused."""
     calls = []
-    monkeypatch.setattr(sweep, "_align_row", lambda s, p, n: calls.append(s) or _fake_align_row(s, p, n))
+    monkeypatch.setattr(sweep, "_align_row", lambda s, p, n, m: calls.append(s) or _fake_align_row(s, p, n, m))
     rows = tmp_path / "rows.jsonl"
     first = sweep.sweep("align2d", range(3), "fast", rows_file=str(rows))
     assert calls == [0, 1, 2] and len(rows.read_text().splitlines()) == 3
@@ -163,3 +163,7 @@ def test_sweep_rows_file_resumes(monkeypatch, tmp_path):
     assert second["rows"][:3] == first["rows"]
     sweep.sweep("align2d", range(1), "full", rows_file=str(rows))
     assert calls[-1] == 0 and len(calls) == 6
+    # nor rows of the other primal step (rows written before the option existed count as "pathwise")
+    other = sweep.sweep("align2d", range(2), "fast", rows_file=str(rows), primal="pathwise")
+    assert calls[-2:] == [0, 1] and other["primal_step"] == "pathwise"
+    assert all(r["primal_step"] == "pathwise" for r in other["rows"])

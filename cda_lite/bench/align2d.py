@@ -30,7 +30,7 @@ import torch
 from cda_lite import pick
 from cda_lite._cli import count, existing_file
 from cda_lite.exact.problems import load_problem_file
-from cda_lite.align import AlignConfig
+from cda_lite.align import PRIMAL_STEPS, AlignConfig
 from cda_lite.runner import run_alignment
 from cda_lite.empirical import empirical_align_dual, refine_multipliers
 from cda_lite.exact import InfeasibleConstraintError, align_dual
@@ -47,11 +47,20 @@ REFINE_SAMPLES = 50_000
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
-    """The 2-D preset: the full 100-step ancestral chain with DDPM's σ_t² = β_t (``eta=LARGE``) and
-    backprop through every step, 128 samples per primal step, Adam 3e-3 on the correction network, a
-    dual step every 5 primal steps with η_d = 0.5 (σ units) on the window's mean slack, λ averaged over
-    the last 30 % of dual steps, and the last 25 % of primal steps run at that averaged λ (polish), so
-    the model returned answers the λ reported.
+    """The 2-D preset: the full 100-step ancestral chain with DDPM's σ_t² = β_t (``eta=LARGE``), the
+    ``tilted_dsm`` primal step (:class:`cda_lite.align.TiltedDSM`: one DSM step of batch 512 per primal
+    step on the model's samples of the last 20 dual steps, reweighted towards the Lagrangian's tilt),
+    Adam 3e-3 on the correction network, a dual step every 5 primal steps with η_d = 0.5 (σ units) on
+    640 fresh samples (5 × 128), λ averaged over the last 30 % of dual steps, and the last 25 % of
+    primal steps run at that averaged λ (polish), so the model returned answers the λ reported.
+    ``primal="pathwise"`` is the paper's primal step (backprop through every step of the chain, 128
+    samples per primal step).
+
+    Why tilted DSM here: the Lagrangian's minimiser at fixed λ is a tilt of the sampler's law, and on
+    the random problems that tilt often moves mass *between* modes, which reward gradients through
+    the chain do slowly (``random_alignment(6)``: with λ frozen at λ*(q̂) the path-wise primal moved
+    ~70 % of the mass, tilted DSM all of it; Chapter 4). It is also twice as fast (no backward pass
+    through the chain).
 
     Why this chain: the learned λ is the optimum for the *sampler's* law q̂, and the multiplier that
     reaches a level scales like 1/variance. A 20-step η = 1 chain narrows every mode by ~20 % (λ comes
@@ -64,7 +73,7 @@ def default_config(profile: str | None = None, **overrides) -> AlignConfig:
     """
     steps = {"fast": 400, "full": 1200}[profile] if profile else pick(400, 1200)
     cfg = AlignConfig(steps=steps, batch_size=128, lr=3e-3, dual_lr=0.5, dual_every=5, sample_steps=100,
-                      eta=LARGE, lam_average=0.3, polish=0.25, lr_cosine=True)
+                      eta=LARGE, lam_average=0.3, polish=0.25, lr_cosine=True, primal="tilted_dsm")
     return replace(cfg, **overrides)
 
 
@@ -159,7 +168,11 @@ def learned_alignment(problem, config: AlignConfig | None = None, pretrain_steps
         "steps": config.steps,
         "pretrain_ema": pretrain_ema, "pretrain_affine": pretrain_affine,
         "dual_precondition": config.dual_precondition,
+        "primal": config.primal,
     }
+    if trainer.primal_loss is not None and hasattr(trainer.primal_loss, "ess"):
+        result["pool_ess"] = trainer.primal_loss.ess(trainer.lam)  # of the pool's points, at the λ reported
+        result["pool_size"] = int(trainer.primal_loss.log_weights(trainer.lam).numel())
     result.update(decompose(exact.lam, None if sampler is None else sampler.lam, trainer.lam_raw(),
                             None if refined is None else refined.lam, chain_lam))
     if sampler is not None:
@@ -271,6 +284,9 @@ def add_arguments(p) -> None:
     p.add_argument("--plain-dual", action="store_true",
                    help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
     p.add_argument("--no-ema", action="store_true", help="pretrain without the EMA of weights (the last DSM iterate)")
+    p.add_argument("--primal", choices=PRIMAL_STEPS, default=None,
+                   help="Algorithm 1's primal step: 'pathwise' (reward gradients through the chain) or "
+                        "'tilted_dsm' (score matching towards the Lagrangian's tilt; default: the preset's)")
     p.add_argument("--affine", action="store_true",
                    help="base network with the affine skip (MLPEps(affine=True); the composition experts' default)")
 
@@ -278,6 +294,8 @@ def add_arguments(p) -> None:
 def run(args) -> dict:
     torch.set_num_threads(1)  # 2-D networks are tiny: one thread is fastest and leaves a core free
     cfg = default_config(args.profile, dual_precondition=not args.plain_dual)
+    if args.primal:
+        cfg = replace(cfg, primal=args.primal)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.fixed_weights is not None and args.equal_weights is not None:

@@ -35,6 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--rows", default=None, metavar="FILE",
                    help="JSON-lines file of finished rows: rows already there (same family, profile and seed) are "
                         "reused, new ones appended as each problem finishes (an interrupted sweep resumes)")
+    p.add_argument("--primal", choices=("pathwise", "tilted_dsm"), default=None,
+                   help="align2d: Algorithm 1's primal step (default: the bench preset's, tilted_dsm)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
 
 
@@ -48,8 +50,10 @@ def run(args) -> dict:
         raise ValueError(f"--sampler-samples must be ≥ 1000, got {args.sampler_samples}")
     profile = args.profile or os.environ.get("CDA_PROFILE", "fast")
     seeds = list(range(args.seed, args.seed + args.n))
+    if args.primal and args.family != "align2d":
+        raise ValueError("--primal applies to align2d only")
     result = sweep(args.family, seeds, profile, n_sampler=args.sampler_samples, progress=not args.no_progress,
-                   rows_file=args.rows)
+                   rows_file=args.rows, primal=args.primal)
     figure = args.figure or os.path.join("build", "sweep", f"sweep_{args.family}.png")
     if figure != "none":
         os.makedirs(os.path.dirname(figure) or ".", exist_ok=True)
@@ -59,17 +63,25 @@ def run(args) -> dict:
 
 
 def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, progress: bool = False,
-          rows_file: str | None = None) -> dict:
+          rows_file: str | None = None, primal: str | None = None) -> dict:
     """Rows and summary of ``family`` on ``seeds`` (see the module docstring). With ``rows_file`` every
-    finished row is appended to that JSON-lines file at once, and rows found there are reused."""
+    finished row is appended to that JSON-lines file at once, and rows found there are reused (same
+    family, profile and, for align2d, primal step). ``primal``: Algorithm 1's primal step (None: the
+    preset's, :func:`cda_lite.bench.align2d.default_config`)."""
     from tqdm.auto import tqdm
 
     if family not in ("align2d", "compose2d"):
         raise ValueError(f"family: expected 'align2d' or 'compose2d', got {family!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
-    row_fn = _align_row if family == "align2d" else _compose_row
-    done = _read_rows(rows_file, family, profile)
+    if family == "align2d":
+        from cda_lite.bench.align2d import default_config
+
+        primal = primal or default_config(profile).primal
+        row_fn = lambda seed, profile, n_sampler: _align_row(seed, profile, n_sampler, primal)  # noqa: E731
+    else:
+        row_fn = _compose_row
+    done = _read_rows(rows_file, family, profile, primal)
     rows = []
     bar = tqdm(list(seeds), desc=f"sweep {family}", disable=not progress)
     for seed in bar:
@@ -86,8 +98,11 @@ def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, p
                     f.write(json.dumps({"family": family, "profile": profile, "load_average": _load(), **row}) + "\n")
         rows.append({k: v for k, v in row.items() if k not in ("family", "profile", "load_average")})
         bar.set_postfix(err=f"{rows[-1]['error']:.3f}")
-    return {"family": family, "profile": profile, "seeds": [int(s) for s in seeds], "rows": rows,
-            "summary": summarize(family, rows), "load_average": _load()}
+    out = {"family": family, "profile": profile, "seeds": [int(s) for s in seeds], "rows": rows,
+           "summary": summarize(family, rows), "load_average": _load()}
+    if primal:
+        out["primal_step"] = primal
+    return out
 
 
 @contextlib.contextmanager
@@ -104,8 +119,9 @@ def _profile(profile: str):
             os.environ["CDA_PROFILE"] = old
 
 
-def _read_rows(path, family: str, profile: str) -> dict:
-    """{seed: row} of the finished rows in a JSON-lines file (missing file: none)."""
+def _read_rows(path, family: str, profile: str, primal: str | None = None) -> dict:
+    """{seed: row} of the finished rows in a JSON-lines file (missing file: none); align2d rows must
+    also have been run with ``primal`` (rows from before the option: "pathwise")."""
     if not path or not os.path.exists(path):
         return {}
     out = {}
@@ -117,7 +133,8 @@ def _read_rows(path, family: str, profile: str) -> dict:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise ValueError(f"--rows {path}: line {i} is not JSON") from None
-            if row.get("family") == family and row.get("profile") == profile:
+            if row.get("family") == family and row.get("profile") == profile and \
+                    (primal is None or row.get("primal_step", "pathwise") == primal):
                 out[int(row["seed"])] = row
     return out
 
@@ -129,14 +146,15 @@ def _load():
         return None
 
 
-def _align_row(seed: int, profile: str, n_sampler: int) -> dict:
+def _align_row(seed: int, profile: str, n_sampler: int, primal: str = "tilted_dsm") -> dict:
     from cda_lite.bench.align2d import PRETRAIN_EMA, REFINE_SAMPLES, default_config, learned_alignment
     from cda_lite.exact.problems import random_alignment
 
     problem = random_alignment(seed)
-    r = learned_alignment(problem, default_config(profile, dual_precondition=True), pretrain_steps={"fast": 1500, "full": 3000}[profile],
+    cfg = default_config(profile, dual_precondition=True, primal=primal)
+    r = learned_alignment(problem, cfg, pretrain_steps={"fast": 1500, "full": 3000}[profile],
                           n_sampler=n_sampler, pretrain_ema=PRETRAIN_EMA, n_refine=REFINE_SAMPLES).result
-    return {"seed": seed, "components": problem.base.n_components,
+    return {"seed": seed, "components": problem.base.n_components, "primal_step": primal,
             "lam_exact": r["lam_exact"], "lam_sampler": r.get("lam_sampler"), "lam_learned": r["lam_learned"],
             "error": r["rel_error"], "pretraining": r.get("rel_pretraining"), "optimisation": r.get("rel_optimisation"),
             "lam_refined": r.get("lam_refined"), "error_refined": r.get("rel_error_refined"),
