@@ -31,7 +31,7 @@ def test_decompose_adds_up_and_relative_error():
     assert d["rel_error_refined"] == pytest.approx(np.hypot(0.15, 0.15) / np.hypot(1, 2))
 
 
-def _fake_align_row(seed, profile, n_sampler, primal="tilted_dsm"):
+def _fake_align_row(seed, profile, n_sampler, primal="pathwise"):
     lam = [1.0 + seed, 0.5]
     return {"seed": seed, "components": 2, "primal_step": primal, "lam_exact": lam, "lam_sampler": [l * 1.01 for l in lam],
             "lam_learned": [l * (1 + 0.01 * seed) for l in lam], "error": 0.01 * seed, "pretraining": 0.01,
@@ -91,9 +91,13 @@ def _committed(name):
     return json.loads(path.read_text())
 
 
-def test_committed_align_sweep_is_consistent():
-    res = _committed("align2d_fast.json")
+@pytest.mark.parametrize("name, primal", [("align2d_fast.json", "pathwise"),
+                                          ("align2d_fast_tilted_dsm.json", "tilted_dsm")])
+def test_committed_align_sweep_is_consistent(name, primal):
+    res = _committed(name)
     assert res["family"] == "align2d" and res["profile"] == "fast"
+    assert res.get("primal_step", "pathwise") == primal  # saved before the option: the path-wise primal
+    assert all(r.get("primal_step", "pathwise") == primal for r in res["rows"])
     seeds = res["seeds"]
     assert seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) >= 8  # the first N, none skipped
     assert [r["seed"] for r in res["rows"]] == seeds
@@ -163,7 +167,14 @@ def test_sweep_rows_file_resumes(monkeypatch, tmp_path):
     assert second["rows"][:3] == first["rows"]
     sweep.sweep("align2d", range(1), "full", rows_file=str(rows))
     assert calls[-1] == 0 and len(calls) == 6
-    # nor rows of the other primal step (rows written before the option existed count as "pathwise")
-    other = sweep.sweep("align2d", range(2), "fast", rows_file=str(rows), primal="pathwise")
-    assert calls[-2:] == [0, 1] and other["primal_step"] == "pathwise"
-    assert all(r["primal_step"] == "pathwise" for r in other["rows"])
+    # nor rows of the other primal step
+    other = sweep.sweep("align2d", range(2), "fast", rows_file=str(rows), primal="tilted_dsm")
+    assert calls[-2:] == [0, 1] and other["primal_step"] == "tilted_dsm"
+    assert all(r["primal_step"] == "tilted_dsm" for r in other["rows"])
+    # rows written before the option existed count as "pathwise", the preset's
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text(json.dumps({"family": "align2d", "profile": "fast", **_fake_align_row(0, "fast", 0)}
+                                 ).replace(', "primal_step": "pathwise"', "") + "\n")
+    n = len(calls)
+    sweep.sweep("align2d", range(1), "fast", rows_file=str(legacy))
+    assert len(calls) == n

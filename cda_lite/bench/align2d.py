@@ -47,20 +47,15 @@ REFINE_SAMPLES = 50_000
 
 
 def default_config(profile: str | None = None, **overrides) -> AlignConfig:
-    """The 2-D preset: the full 100-step ancestral chain with DDPM's σ_t² = β_t (``eta=LARGE``), the
-    ``tilted_dsm`` primal step (:class:`cda_lite.align.TiltedDSM`: one DSM step of batch 512 per primal
-    step on the model's samples of the last 20 dual steps, reweighted towards the Lagrangian's tilt),
-    Adam 3e-3 on the correction network, a dual step every 5 primal steps with η_d = 0.5 (σ units) on
-    640 fresh samples (5 × 128), λ averaged over the last 30 % of dual steps, and the last 25 % of
-    primal steps run at that averaged λ (polish), so the model returned answers the λ reported.
-    ``primal="pathwise"`` is the paper's primal step (backprop through every step of the chain, 128
-    samples per primal step).
-
-    Why tilted DSM here: the Lagrangian's minimiser at fixed λ is a tilt of the sampler's law, and on
-    the random problems that tilt often moves mass *between* modes, which reward gradients through
-    the chain do slowly (``random_alignment(6)``: with λ frozen at λ*(q̂) the path-wise primal moved
-    ~70 % of the mass, tilted DSM all of it; Chapter 4). It is also twice as fast (no backward pass
-    through the chain).
+    """The 2-D preset: the full 100-step ancestral chain with DDPM's σ_t² = β_t (``eta=LARGE``) and
+    backprop through every step, 128 samples per primal step, Adam 3e-3 on the correction network, a
+    dual step every 5 primal steps with η_d = 0.5 (σ units) on the window's mean slack, λ averaged over
+    the last 30 % of dual steps, and the last 25 % of primal steps run at that averaged λ (polish), so
+    the model returned answers the λ reported. ``primal="tilted_dsm"`` swaps the paper's primal step
+    for :class:`cda_lite.align.TiltedDSM` (same dual; one DSM step of batch 512 per primal step, the
+    dual's 640 samples per dual step drawn in one batch without a graph): it reaches tilts that move
+    mass between modes (``random_alignment(6)``) and trains in half the time, but on the first 20
+    random problems its median error was higher (Chapter 4, *A primal step that fits the tilt*).
 
     Why this chain: the learned λ is the optimum for the *sampler's* law q̂, and the multiplier that
     reaches a level scales like 1/variance. A 20-step η = 1 chain narrows every mode by ~20 % (λ comes
@@ -73,7 +68,7 @@ def default_config(profile: str | None = None, **overrides) -> AlignConfig:
     """
     steps = {"fast": 400, "full": 1200}[profile] if profile else pick(400, 1200)
     cfg = AlignConfig(steps=steps, batch_size=128, lr=3e-3, dual_lr=0.5, dual_every=5, sample_steps=100,
-                      eta=LARGE, lam_average=0.3, polish=0.25, lr_cosine=True, primal="tilted_dsm")
+                      eta=LARGE, lam_average=0.3, polish=0.25, lr_cosine=True)
     return replace(cfg, **overrides)
 
 
@@ -285,8 +280,8 @@ def add_arguments(p) -> None:
                    help="plain projected dual ascent (default: the preconditioned, damped-Newton dual step)")
     p.add_argument("--no-ema", action="store_true", help="pretrain without the EMA of weights (the last DSM iterate)")
     p.add_argument("--primal", choices=PRIMAL_STEPS, default=None,
-                   help="Algorithm 1's primal step: 'pathwise' (reward gradients through the chain) or "
-                        "'tilted_dsm' (score matching towards the Lagrangian's tilt; default: the preset's)")
+                   help="Algorithm 1's primal step: 'pathwise' (reward gradients through the chain; the default) or "
+                        "'tilted_dsm' (score matching towards the Lagrangian's tilt)")
     p.add_argument("--affine", action="store_true",
                    help="base network with the affine skip (MLPEps(affine=True); the composition experts' default)")
 

@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
                    help="JSON-lines file of finished rows: rows already there (same family, profile and seed) are "
                         "reused, new ones appended as each problem finishes (an interrupted sweep resumes)")
     p.add_argument("--primal", choices=("pathwise", "tilted_dsm"), default=None,
-                   help="align2d: Algorithm 1's primal step (default: the bench preset's, tilted_dsm)")
+                   help="align2d: Algorithm 1's primal step (default: the bench preset's, pathwise)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
 
 
@@ -146,7 +146,7 @@ def _load():
         return None
 
 
-def _align_row(seed: int, profile: str, n_sampler: int, primal: str = "tilted_dsm") -> dict:
+def _align_row(seed: int, profile: str, n_sampler: int, primal: str = "pathwise") -> dict:
     from cda_lite.bench.align2d import PRETRAIN_EMA, REFINE_SAMPLES, default_config, learned_alignment
     from cda_lite.exact.problems import random_alignment
 
