@@ -197,16 +197,20 @@ def test_every_core_setting_reaches_the_trainer():
     from cda_lite.align import AlignConfig
     from cda_lite.sd.train import align_config
     mapped = {"batch_size", "checkpoint_every", "checkpoint_path", "kappa_p", "nu", "fixed_weights", "grad_accum"}
+    # the tilted-DSM primal step reweights the model's own samples, which needs a pool of thousands of
+    # samples per dual step: the 2-D rung's option, not Stable Diffusion's (which runs the paper's step)
+    not_sd = {"primal", "buffer", "dsm_batch"}
     new = {"steps": 7, "lr": 3e-4, "optimizer": "adam", "lr_cosine": True, "dual_lr": 0.3, "dual_every": 2,
            "dual_warmup": 3, "lam_init": 0.7, "sample_steps": 5, "eta": 0.5, "grad_steps": 4,
            "random_truncation": False, "checkpointing": True, "kl_weight": 0.4, "grad_clip": 2.0,
            "lam_average": 0.5, "polish": 0.1, "patience": 9, "on_infeasible": "raise", "seed": 11,
            "dual_precondition": True}
-    assert set(new) == {f.name for f in fields(AlignConfig)} - mapped
+    assert set(new) == {f.name for f in fields(AlignConfig)} - mapped - not_sd
     c = load_config(preset="fig3", tiny=True, overrides=[f"{k}={v}" for k, v in new.items()] + ["dual=nupi",
                                                                                                "kappa_p=0.2", "nu=0.5"])
     a = align_config(c)
     assert {k: getattr(a, k) for k in new} == new
+    assert a.primal == "pathwise"
     assert (a.kappa_p, a.nu, a.batch_size, a.grad_accum) == (0.2, 0.5, c.micro_batch, c.images_per_step // c.micro_batch)
     assert align_config(replace(c, fixed_weights=True)).fixed_weights == [0.7] * 3
 
