@@ -33,7 +33,7 @@ from cda_lite.exact.problems import load_problem_file
 from cda_lite.align import PRIMAL_STEPS, AlignConfig
 from cda_lite.runner import run_alignment
 from cda_lite.empirical import empirical_align_dual, refine_multipliers
-from cda_lite.exact import InfeasibleConstraintError, align_dual
+from cda_lite.exact import InfeasibleConstraintError, align_dual, expected_rewards, kl_tilt, tilt
 from cda_lite.kl import pathwise_kl
 from cda_lite.metrics import sliced_wasserstein
 from cda_lite.models import ExactEps, MLPEps
@@ -222,6 +222,21 @@ def chain_dual(problem: AlignmentProblem, config: AlignConfig, n: int = 100_000,
         return sampler_dual(ExactEps(problem.base, schedule), schedule, problem, config, n, seed).lam
     except InfeasibleConstraintError:
         return None
+
+
+def cost_of_lambda(problem: AlignmentProblem, lam, n: int = 200_000) -> dict:
+    """What a learned λ costs, exactly: the tilt of q at ``lam`` (rewards' units), its worst slack in σ
+    units of q (σ from ``n`` samples of q, seed 0) and its KL against the optimum KL*
+    (``kl_excess`` = KL/KL* − 1; negative when that tilt falls short of a level). On a flat dual very
+    different multipliers give nearly the same law, which the relative λ error cannot see."""
+    lam = np.asarray(lam, float)
+    exact = align_dual(problem.base, problem.rewards, problem.thresholds)
+    x = problem.base.sample(n, seed=0)
+    sd = np.array([float(np.std(r(x))) for r in problem.rewards])
+    tilted = tilt(problem.base, problem.rewards, lam)
+    slack = (expected_rewards(tilted, problem.rewards) - np.asarray(problem.thresholds, float)) / sd
+    return {"exact_worst_slack_sigma": float(slack.min()),
+            "kl_excess": float(kl_tilt(problem.base, problem.rewards, lam) / exact.kl - 1.0)}
 
 
 def relative_error(lam, lam_ref) -> float:

@@ -92,6 +92,12 @@ def sweep(family: str, seeds, profile: str = "fast", n_sampler: int = 100_000, p
         elif family == "align2d" and n_sampler and "lam_chain" not in row:
             row = {**row, **_chain_parts(row, profile, n_sampler)}  # a row from before the split: no training needed
             fresh = True
+        if family == "align2d" and "kl_excess" not in row:  # a row from before the cost columns: exact, seconds
+            from cda_lite.bench.align2d import cost_of_lambda
+            from cda_lite.exact.problems import random_alignment
+
+            row = {**row, **cost_of_lambda(random_alignment(int(seed)), row["lam_learned"])}
+            fresh = True
         if fresh:
             if rows_file:
                 with open(rows_file, "a") as f:
@@ -147,7 +153,7 @@ def _load():
 
 
 def _align_row(seed: int, profile: str, n_sampler: int, primal: str = "pathwise") -> dict:
-    from cda_lite.bench.align2d import PRETRAIN_EMA, REFINE_SAMPLES, default_config, learned_alignment
+    from cda_lite.bench.align2d import PRETRAIN_EMA, REFINE_SAMPLES, cost_of_lambda, default_config, learned_alignment
     from cda_lite.exact.problems import random_alignment
 
     problem = random_alignment(seed)
@@ -161,6 +167,7 @@ def _align_row(seed: int, profile: str, n_sampler: int, primal: str = "pathwise"
             "dual": r.get("rel_dual"), "primal": r.get("rel_primal"),
             "lam_chain": r.get("lam_chain"), "sampler": r.get("rel_sampler"), "network": r.get("rel_network"),
             "slack_sigma": r["slack_sigma"], "worst_slack_sigma": float(min(r["slack_sigma"])),
+            **cost_of_lambda(problem, r["lam_learned"]),
             "kl_exact": r["kl_exact"], "kl_path": r["kl_path"],
             "seconds": r["seconds"], "seconds_algorithm": r["seconds_algorithm"]}
 
@@ -215,7 +222,8 @@ def _median_worst(rows: list, keys) -> dict:
 
 
 def summarize(family: str, rows: list) -> dict:
-    """Median and worst of each error column, and the time per problem."""
+    """Median and worst of each error column, and the time per problem (align2d also: the exact tilt
+    at the learned λ, its |KL/KL* − 1| at the median, the worst excess and how many are within 5 %)."""
     err = np.array([r["error"] for r in rows])
     sec = np.array([r["seconds"] for r in rows])
     out = {"n": len(rows), "median_error": float(np.median(err)), "worst_error": float(err.max()),
@@ -225,6 +233,11 @@ def summarize(family: str, rows: list) -> dict:
         out.update(_median_worst(rows, ("pretraining", "optimisation", "sampler", "network", "error_refined",
                                         "dual", "primal")))
         out["worst_slack_sigma"] = float(min(r["worst_slack_sigma"] for r in rows))
+        kle = [r["kl_excess"] for r in rows if r.get("kl_excess") is not None]
+        if kle:  # the exact tilt at the learned λ against KL*: |KL/KL* − 1| per problem
+            out["median_abs_kl_excess"] = float(np.median(np.abs(kle)))
+            out["worst_kl_excess"] = float(max(kle))
+            out["within_5pct_kl"] = int(sum(abs(k) < 0.05 for k in kle))
         out["median_seconds_algorithm"] = float(np.median([r["seconds_algorithm"] for r in rows]))
     else:
         exc = np.array([r["max_kl_excess"] for r in rows])
