@@ -226,8 +226,8 @@ def chain_dual(problem: AlignmentProblem, config: AlignConfig, n: int = 100_000,
 
 def cost_of_lambda(problem: AlignmentProblem, lam, n: int = 200_000) -> dict:
     """What a learned λ costs, exactly: the tilt of q at ``lam`` (rewards' units), its worst slack in σ
-    units of q (σ from ``n`` samples of q, seed 0) and its KL against the optimum KL*
-    (``kl_excess`` = KL/KL* − 1; negative when that tilt falls short of a level). On a flat dual very
+    units of q (σ from ``n`` samples of q, seed 0) and its KL against the optimum
+    (``kl_excess = KL/KL_opt − 1``; negative when that tilt falls short of a level). On a flat dual very
     different multipliers give nearly the same law, which the relative λ error cannot see."""
     lam = np.asarray(lam, float)
     exact = align_dual(problem.base, problem.rewards, problem.thresholds)

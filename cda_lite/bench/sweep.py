@@ -223,7 +223,7 @@ def _median_worst(rows: list, keys) -> dict:
 
 def summarize(family: str, rows: list) -> dict:
     """Median and worst of each error column, and the time per problem (align2d also: the exact tilt
-    at the learned λ, its |KL/KL* − 1| at the median, the worst excess and how many are within 5 %)."""
+    at the learned λ: the median of ``abs(KL/KL* − 1)``, the worst excess and how many are within 5 %)."""
     err = np.array([r["error"] for r in rows])
     sec = np.array([r["seconds"] for r in rows])
     out = {"n": len(rows), "median_error": float(np.median(err)), "worst_error": float(err.max()),
@@ -234,7 +234,7 @@ def summarize(family: str, rows: list) -> dict:
                                         "dual", "primal")))
         out["worst_slack_sigma"] = float(min(r["worst_slack_sigma"] for r in rows))
         kle = [r["kl_excess"] for r in rows if r.get("kl_excess") is not None]
-        if kle:  # the exact tilt at the learned λ against KL*: |KL/KL* − 1| per problem
+        if kle:  # the exact tilt at the learned λ against KL*: abs(KL/KL* − 1) per problem
             out["median_abs_kl_excess"] = float(np.median(np.abs(kle)))
             out["worst_kl_excess"] = float(max(kle))
             out["within_5pct_kl"] = int(sum(abs(k) < 0.05 for k in kle))
