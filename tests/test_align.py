@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cda_lite.align import AlignConfig, AlignedEps, effective_sample_size, finetune, tilt_log_weights
+from cda_lite.align import AlignConfig, AlignedEps, finetune
+from cda_lite.tilted_dsm import effective_sample_size, tilt_log_weights
 from cda_lite.checkpoint import load
 from cda_lite.constraints import Constraint, RewardNormalizer
 from cda_lite.exact import InfeasibleConstraintError, LinearReward, QuadraticReward, align_dual

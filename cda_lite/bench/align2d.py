@@ -52,7 +52,7 @@ def default_config(profile: str | None = None, **overrides) -> AlignConfig:
     dual step every 5 primal steps with η_d = 0.5 (σ units) on the window's mean slack, λ averaged over
     the last 30 % of dual steps, and the last 25 % of primal steps run at that averaged λ (polish), so
     the model returned answers the λ reported. ``primal="tilted_dsm"`` swaps the paper's primal step
-    for :class:`cda_lite.align.TiltedDSM` (same dual; one DSM step of batch 512 per primal step, the
+    for :class:`cda_lite.tilted_dsm.TiltedDSM` (same dual; one DSM step of batch 512 per primal step, the
     dual's 640 samples per dual step drawn in one batch without a graph): it reaches tilts that move
     mass between modes (``random_alignment(6)``) and trains in half the time, but on the first 20
     random problems its median error was higher (Chapter 4, *A primal step that fits the tilt*).
