@@ -120,7 +120,9 @@ class PrimalDualTrainer:
     (decoded images for latent models: decode inside ``sample_batch``). Without ``primal_loss`` the
     primal step descends the Lagrangian on those samples (the path-wise gradient); with
     ``primal_loss(generator, lam) -> loss`` it descends that loss instead, and ``sample_batch(generator,
-    n)`` draws n samples without a graph for the dual's slacks (``AlignConfig.primal = "tilted_dsm"``).
+    n)`` draws n samples without a graph for the dual's slacks (``AlignConfig.primal = "tilted_dsm"``);
+    it may return ``(x0, kl, values)`` with the (m, n) rewards it has already evaluated, so an
+    expensive reward runs once per sample.
     """
 
     def __init__(self, parameters, sample_batch: Callable, constraints: list[Constraint], config: AlignConfig,
@@ -250,8 +252,9 @@ class PrimalDualTrainer:
         parts_kl.append(kl_mean)
         self._last_measure = (torch.cat(parts_v, 1), torch.stack(parts_kl).mean())
 
-    def _rewards_and_kl(self, x0, kl):
-        values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
+    def _rewards_and_kl(self, x0, kl, values=None):
+        if values is None:  # a sample_batch that already evaluated the rewards returns them third
+            values = torch.stack([c.value(x0) for c in self.constraints])  # (m, n)
         kl_mean = kl.mean() if kl is not None else torch.zeros((), dtype=values.dtype, device=values.device)
         return values, kl_mean
 
@@ -427,9 +430,11 @@ def finetune(pretrained: torch.nn.Module, constraints: list[Constraint], schedul
                                     checkpointing=config.checkpointing, deterministic_model=ref,
                                     log_ratio=tilted is not None)
         x0 = out.x0 if decode is None else decode(out.x0)
-        if tilted is not None:
-            tilted.record(out.x0, torch.stack([c.value(x0) for c in constraints]), out.log_ratio)
-        return x0, out.kl
+        if tilted is None:
+            return x0, out.kl
+        values = torch.stack([c.value(x0) for c in constraints])  # evaluated once: the pool and the dual share them
+        tilted.record(out.x0, values, out.log_ratio)
+        return x0, out.kl, values
 
     trainer = PrimalDualTrainer(model.parameters(), sample_batch, constraints, config, modules={"model": model},
                                 primal_loss=tilted)

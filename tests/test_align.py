@@ -229,6 +229,36 @@ def test_tilt_resampling_reproduces_the_gaussian_tilt():
                           tilt_log_weights(c.value(bank)[None], [c], [lam / 2]))
 
 
+class Counting:
+    """A reward that counts the samples it has been evaluated on."""
+
+    def __init__(self, reward):
+        self.reward, self.samples = reward, 0
+
+    def __call__(self, x):
+        self.samples += x.shape[0]
+        return self.reward(x)
+
+
+def test_tilted_dsm_evaluates_each_sample_reward_once():
+    """In the tilted mode the pool and the dual share one evaluation: an expensive reward (an image
+    model's) runs once per drawn sample, and the dual still sees exactly those values."""
+    reward = Counting(PROBLEM.rewards[0])
+    c = Constraint("x+y", reward, 1.0, ">=", RewardNormalizer(0.0, 1.45))
+    trainer, _ = setup([c], config=TILTED)
+    drawn = []
+    original = trainer.sample_batch
+
+    def spy(gen, n=None):
+        out = original(gen, n)
+        drawn.append(out[0].shape[0])
+        return out
+
+    trainer.sample_batch = spy
+    trainer.train()
+    assert len(drawn) >= 2 and reward.samples == sum(drawn)
+
+
 def test_tilted_dsm_primal_reaches_the_tilt_at_fixed_lambda():
     """With λ frozen, the tilted-DSM primal's fine-tuned chain has the reward mean of the exact tilt of
     its reference sampler's law (Gaussian, propagated in closed form through the 100-step chain):
